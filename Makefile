@@ -1,0 +1,19 @@
+# The two commands of the quickstart; each builds .venv (pinned dependencies) on first use.
+#   make run    reproduce the pipeline on params.yaml (default: the embedded mnist-5k dataset)
+#   make test   run the test suite
+PYTHON ?= python3
+VENV := .venv
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: run test
+run: $(VENV)/.installed
+	dvc repro
+
+test: $(VENV)/.installed
+	python -m pytest
+
+$(VENV)/.installed: requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit("error: Python >= 3.10 is needed, this is " + sys.version.split()[0]) if sys.version_info < (3, 10) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@

@@ -1,0 +1,137 @@
+"""params.yaml -> typed, validated settings.
+
+Every section is a strict pydantic model: an unknown key, a wrong type or an out-of-range value
+becomes one UserError line that names the key, the problem and what is valid.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from ruamel.yaml import YAML, YAMLError
+
+from pipeline.data.registry import DATASETS
+from pipeline.models import MODELS
+from pipeline.runtime import UserError
+
+PositiveInt = Annotated[int, Field(gt=0)]
+Seed = Annotated[int, Field(ge=0)]
+Fraction = Annotated[float, Field(gt=0, lt=1)]  # open interval (0, 1)
+
+
+class Section(BaseModel):
+    """A params.yaml section: strict types, no unknown keys, immutable."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown_keys(cls, data: Any) -> Any:
+        # Checked here rather than by extra="forbid" so the message can list the valid keys.
+        if isinstance(data, dict):
+            unknown = [key for key in data if key not in cls.model_fields]
+            if unknown:
+                raise ValueError(f"unknown key {unknown[0]!r}; valid keys: {', '.join(cls.model_fields)}")
+        return data
+
+
+class RunConfig(Section):
+    datasets: Annotated[list[str], Field(min_length=1)]  # datasets dvc.yaml generates stages for
+    models: Annotated[list[str], Field(min_length=1)]  # models trained on each of them
+
+    @model_validator(mode="after")
+    def _known_names(self) -> RunConfig:
+        _check_names("datasets", self.datasets, DATASETS)
+        _check_names("models", self.models, MODELS)
+        return self
+
+
+class SplitConfig(Section):
+    seed: Seed  # RNG seed of the partition (independent of the training seed)
+    val_fraction: Fraction  # share of the training pool held out for validation
+    test_fraction: Fraction  # share of all images for datasets that have no official test set
+
+
+class TrainConfig(Section):
+    """One model's section: how to train it, plus `arch`, which goes to the model's constructor."""
+
+    epochs: PositiveInt
+    batch_size: PositiveInt
+    optimizer: Literal["sgd", "adam", "adamw", "rmsprop"]
+    lr: Annotated[float, Field(gt=0)]
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    nesterov: bool = False
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    arch: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.momentum and self.optimizer not in ("sgd", "rmsprop"):
+            raise ValueError(f"momentum applies to sgd and rmsprop only, not {self.optimizer}; set it to 0")
+        if self.nesterov and not (self.optimizer == "sgd" and self.momentum > 0):
+            raise ValueError("nesterov needs optimizer sgd with momentum > 0")
+        return self
+
+
+class EvaluateConfig(Section):
+    batch_size: PositiveInt  # images per inference batch; bounds evaluation memory
+
+
+class PlotConfig(Section):
+    grid_size: Annotated[int, Field(gt=0, le=20)]  # the predictions figure shows grid_size x grid_size images
+
+
+class Params(Section):
+    seed: Seed
+    device: Literal["auto", "cpu", "cuda", "mps"]
+    run: RunConfig
+    split: SplitConfig
+    models: dict[str, TrainConfig]
+    evaluate: EvaluateConfig
+    plot: PlotConfig
+
+    @model_validator(mode="after")
+    def _sections_exist(self) -> Params:
+        _check_names("models", list(self.models), MODELS)
+        missing = [name for name in self.run.models if name not in self.models]
+        if missing:
+            raise ValueError(f"run.models lists {missing[0]!r} but models: has no section for it")
+        return self
+
+
+def _check_names(key: str, names: list[str], valid: dict) -> None:
+    for name in names:
+        if name not in valid:
+            raise ValueError(f"{key}: unknown name {name!r}; valid: {', '.join(valid)}")
+
+
+S = TypeVar("S", bound=BaseModel)
+
+
+def validate(cls: type[S], data: Any, where: str) -> S:
+    """Build `cls` from plain data, or raise one UserError line naming the key at fault."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join([where, *(str(part) for part in first["loc"])])
+        message = first["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
+        if first["type"] == "missing":
+            message = "missing required key"
+        elif first["type"] not in ("value_error", "assertion_error"):
+            message += f" (got {first['input']!r})"
+        raise UserError(f"{key}: {message}") from None
+
+
+def load_params(path: str | os.PathLike = "params.yaml") -> Params:
+    """Read and validate params.yaml (YAML 1.2, as DVC reads it, so `1e-3` is a float)."""
+    try:
+        with open(path) as f:
+            data = YAML(typ="safe", pure=True).load(f)
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except YAMLError as err:
+        raise UserError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+    return validate(Params, data or {}, str(path))

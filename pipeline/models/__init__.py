@@ -1,0 +1,32 @@
+"""The model registry: `create_model(name, ...)`.
+
+Each architecture lives in its own module, imported only when asked for, so a stage that trains
+`mlp` does not depend on (or import) `lenet.py`. A module provides `Config` (its `arch:` keys
+in params.yaml) and `build(image_shape, num_classes, config)`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from pipeline.runtime import UserError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+MODELS = {  # name -> module; the name is what params.yaml and dvc.yaml use
+    "mlp": "pipeline.models.mlp",
+    "lenet": "pipeline.models.lenet",
+}
+
+
+def create_model(name: str, image_shape: tuple[int, int, int], num_classes: int, **arch: Any) -> nn.Module:
+    """Build model `name` for (C, H, W) inputs; `arch` are its hyperparameters from params.yaml."""
+    from pipeline.config import validate  # late: config imports this module for MODELS
+
+    if name not in MODELS:
+        raise UserError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
+    module = importlib.import_module(MODELS[name])
+    config = validate(module.Config, arch, f"models.{name}.arch")
+    return module.build(image_shape, num_classes, config)

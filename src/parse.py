@@ -1,0 +1,29 @@
+"""Stage parse: raw published files -> images uint8 (N, H, W), labels int64 (N,), meta.json."""
+
+import argparse
+import logging
+from pathlib import Path
+
+from pipeline.data.formats import READERS
+from pipeline.data.parsed import ParsedDataset, save_parsed
+from pipeline.data.registry import get_dataset
+from pipeline.runtime import run_stage
+
+log = logging.getLogger("parse")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dataset", required=True, help="dataset name")
+    parser.add_argument("--raw", required=True, type=Path, help="directory written by the download stage")
+    parser.add_argument("--out", required=True, type=Path, help="directory for the parsed arrays")
+    args = parser.parse_args()
+
+    spec = get_dataset(args.dataset)
+    images, labels, official = READERS[spec.format](spec, args.raw)
+    save_parsed(ParsedDataset(spec.name, images, labels, list(spec.classes), official), args.out)
+    log.info("%s: %d images of %dx%d, %d classes", spec.name, len(labels), *images.shape[1:], len(spec.classes))
+
+
+if __name__ == "__main__":
+    run_stage(main)

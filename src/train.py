@@ -1,0 +1,47 @@
+"""Stage train: fit one model on one dataset (params: models.<model>, seed, device)."""
+
+import argparse
+from pathlib import Path
+
+from pipeline.config import load_params
+from pipeline.data.parsed import load_parsed
+from pipeline.data.split import load_split
+from pipeline.inference import Normalization
+from pipeline.models import create_model
+from pipeline.models.checkpoint import save_model
+from pipeline.device import resolve_device, seed_everything
+from pipeline.runtime import UserError, run_stage
+from pipeline.training import train
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", required=True, help="model name: a section under models: in params.yaml")
+    parser.add_argument("--parsed", required=True, type=Path, help="directory written by the parse stage")
+    parser.add_argument("--split", required=True, type=Path, help="directory written by the split stage")
+    parser.add_argument("--out", required=True, type=Path, help="file for the trained weights (.pt)")
+    parser.add_argument("--live", required=True, type=Path, help="directory for dvclive's training log")
+    parser.add_argument("--params", default="params.yaml", help="params file")
+    args = parser.parse_args()
+
+    params = load_params(args.params)
+    if args.model not in params.models:
+        raise UserError(f"--model {args.model!r} has no section under models:; sections: {', '.join(params.models)}")
+    config = params.models[args.model]
+    device = resolve_device(params.device)
+    data = load_parsed(args.parsed)
+    split = load_split(args.split)
+    norm = Normalization.fit(data.images[split["train"]])
+
+    seed_everything(params.seed)  # before building: weight init is part of the run
+    model = create_model(args.model, data.image_shape, len(data.classes), **config.arch)
+    train(model, data.images, data.labels, split, config, norm=norm, device=device, seed=params.seed,
+          live_dir=args.live, desc=f"{data.name}/{args.model}")
+    save_model(args.out, model, meta={
+        "model": args.model, "arch": dict(config.arch), "dataset": data.name, "classes": data.classes,
+        "image_shape": list(data.image_shape), "normalization": norm.to_dict(),
+    })
+
+
+if __name__ == "__main__":
+    run_stage(main)

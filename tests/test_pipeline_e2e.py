@@ -1,0 +1,118 @@
+"""End to end: `dvc repro` on tiny params in a temporary git repository, as a user drives it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "pipeline", "src", ".gitignore"]
+DATASET = "mnist-5k"
+
+pytestmark = pytest.mark.e2e
+
+
+def run(cmd: list[str], cwd: Path) -> str:
+    """Run a command with the test's Python first on PATH (dvc.yaml calls `python`); return its output."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def dvc(*args: str, cwd: Path) -> str:
+    return run([sys.executable, "-m", "dvc", *args], cwd)
+
+
+def git_commit(repo: Path, message: str) -> None:
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", message], repo)
+
+
+def stages_run(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def edit_params(repo: Path, **changes: float) -> None:
+    """Set models.<model>.<key> values given as model__key=value."""
+    yaml = YAML()  # round-trip: keeps the comments, as `dvc exp run -S` does
+    params = yaml.load(repo / "params.yaml")
+    for dotted, value in changes.items():
+        model, key = dotted.split("__")
+        params["models"][model][key] = value
+    yaml.dump(params, repo / "params.yaml")
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh git + DVC repository holding the project, with tiny params, reproduced and committed."""
+    repo = tmp_path_factory.mktemp("project")
+    for name in PROJECT_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, repo / name)
+    run(["git", "init", "-q"], repo)
+    dvc("init", "-q", cwd=repo)
+    dvc("config", "core.analytics", "false", cwd=repo)
+    for model in ("mlp", "lenet"):
+        edit_params(repo, **{f"{model}__epochs": 1})
+    git_commit(repo, "project")
+
+    output = dvc("repro", cwd=repo)
+    assert {f"train@{DATASET}-mlp", f"train@{DATASET}-lenet", "report"} <= stages_run(output)
+    git_commit(repo, "baseline run")
+    return repo
+
+
+def test_outputs_are_written(repo: Path) -> None:
+    for model in ("mlp", "lenet"):
+        results = repo / "results" / DATASET / model
+        metrics = json.loads((results / "metrics.json").read_text())
+        assert 0.5 < metrics["accuracy"] <= 1.0, f"{model}: accuracy {metrics['accuracy']} after one epoch"
+        assert len(json.loads((results / "confusion.json").read_text())) == metrics["num_images"]
+        assert {p.name for p in (results / "figures").iterdir()} == {"curves.png", "confusion.png", "predictions.png"}
+        assert (repo / "models" / DATASET / f"{model}.pt").stat().st_size > 0
+    summary = (repo / "reports" / "summary.md").read_text()
+    assert f"| {DATASET} | mlp |" in summary and f"| {DATASET} | lenet |" in summary
+
+
+def test_one_param_change_reruns_only_that_model(repo: Path) -> None:
+    before = json.loads((repo / "results" / DATASET / "mlp" / "metrics.json").read_text())
+    edit_params(repo, mlp__lr=0.01)
+
+    # Only the stage whose params changed is out of date before anything runs...
+    status = json.loads(dvc("status", "--json", cwd=repo).strip().splitlines()[-1])
+    assert set(status) == {f"train@{DATASET}-mlp"}, status
+    # ...and reproducing reruns exactly what depends on it.
+    ran = stages_run(dvc("repro", cwd=repo))
+    assert ran == {f"train@{DATASET}-mlp", f"evaluate@{DATASET}-mlp", f"plot@{DATASET}-mlp", "report"}
+
+    diff = json.loads(dvc("metrics", "diff", "--json", cwd=repo))
+    changed = diff[f"results/{DATASET}/mlp/metrics.json"]
+    assert changed["accuracy"]["old"] == before["accuracy"]
+    assert changed["accuracy"]["new"] != before["accuracy"]
+    assert f"results/{DATASET}/lenet/metrics.json" not in diff
+
+    # Putting the old value back restores the earlier training run from the run-cache: no training.
+    run(["git", "checkout", "params.yaml"], repo)
+    output = dvc("repro", cwd=repo)
+    assert f"Stage 'train@{DATASET}-mlp' is cached - skipping run" in output
+    assert json.loads((repo / "results" / DATASET / "mlp" / "metrics.json").read_text()) == before
+    assert json.loads(dvc("metrics", "diff", "--json", cwd=repo)) == {}
+
+
+def test_dvc_tools_render(repo: Path) -> None:
+    shown = json.loads(dvc("exp", "show", "--json", cwd=repo))
+    assert shown, "dvc exp show listed no experiment"
+    dvc("plots", "show", "-o", str(repo / "dvc_plots"), cwd=repo)
+    assert (repo / "dvc_plots" / "index.html").stat().st_size > 0
