@@ -7,9 +7,10 @@ becomes one UserError line that names the key, the problem and what is valid.
 from __future__ import annotations
 
 import os
+import re
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from ruamel.yaml import YAML, YAMLError
 
 from pipeline.data.registry import DATASETS
@@ -41,11 +42,8 @@ class RunConfig(Section):
     datasets: Annotated[list[str], Field(min_length=1)]  # datasets dvc.yaml generates stages for
     models: Annotated[list[str], Field(min_length=1)]  # models trained on each of them
 
-    @model_validator(mode="after")
-    def _known_names(self) -> RunConfig:
-        _check_names("datasets", self.datasets, DATASETS)
-        _check_names("models", self.models, MODELS)
-        return self
+    _known_datasets = field_validator("datasets")(lambda names: _check_names(names, DATASETS))
+    _known_models = field_validator("models")(lambda names: _check_names(names, MODELS))
 
 
 class SplitConfig(Section):
@@ -92,37 +90,41 @@ class Params(Section):
     evaluate: EvaluateConfig
     plot: PlotConfig
 
+    _known_models = field_validator("models")(lambda sections: _check_names(sections, MODELS))
+
     @model_validator(mode="after")
     def _sections_exist(self) -> Params:
-        _check_names("models", list(self.models), MODELS)
         missing = [name for name in self.run.models if name not in self.models]
         if missing:
             raise ValueError(f"run.models lists {missing[0]!r} but models: has no section for it")
         return self
 
 
-def _check_names(key: str, names: list[str], valid: dict) -> None:
+def _check_names(names: Any, valid: dict) -> Any:
     for name in names:
         if name not in valid:
-            raise ValueError(f"{key}: unknown name {name!r}; valid: {', '.join(valid)}")
+            raise ValueError(f"unknown name {name!r}; valid: {', '.join(valid)}")
+    return names
 
 
 S = TypeVar("S", bound=BaseModel)
 
 
-def validate(cls: type[S], data: Any, where: str) -> S:
-    """Build `cls` from plain data, or raise one UserError line naming the key at fault."""
+def validate(cls: type[S], data: Any, prefix: str = "") -> S:
+    """Build `cls` from plain data, or raise one UserError line naming the (dotted) key at fault."""
     try:
         return cls.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
-        key = ".".join([where, *(str(part) for part in first["loc"])])
+        key = ".".join(str(part) for part in (prefix, *first["loc"]) if part != "")
         message = first["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
+        if unknown := re.match(r"unknown key '([^']+)'; (.*)", message):  # name the key itself
+            key, message = ".".join(filter(None, (key, unknown[1]))), f"unknown key; {unknown[2]}"
         if first["type"] == "missing":
             message = "missing required key"
         elif first["type"] not in ("value_error", "assertion_error"):
             message += f" (got {first['input']!r})"
-        raise UserError(f"{key}: {message}") from None
+        raise UserError(f"{key}: {message}" if key else message) from None
 
 
 def load_params(path: str | os.PathLike = "params.yaml") -> Params:
@@ -134,4 +136,7 @@ def load_params(path: str | os.PathLike = "params.yaml") -> Params:
         raise UserError(f"{path}: file not found") from None
     except YAMLError as err:
         raise UserError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
-    return validate(Params, data or {}, str(path))
+    try:
+        return validate(Params, data or {})
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from None

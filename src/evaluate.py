@@ -8,11 +8,11 @@ import numpy as np
 from pipeline.config import load_params
 from pipeline.data.parsed import load_parsed
 from pipeline.data.split import load_split
+from pipeline.device import resolve_device
 from pipeline.evaluation import confusion_records, evaluate
 from pipeline.inference import Normalization
 from pipeline.io import atomic_file, write_json
 from pipeline.models.checkpoint import load_model
-from pipeline.device import resolve_device
 from pipeline.runtime import run_stage
 
 
@@ -23,7 +23,7 @@ def main() -> None:
     parser.add_argument("--split", required=True, type=Path, help="directory written by the split stage")
     parser.add_argument("--metrics", required=True, type=Path, help="output: metrics JSON")
     parser.add_argument("--confusion", required=True, type=Path, help="output: {actual, predicted} records JSON")
-    parser.add_argument("--predictions", required=True, type=Path, help="output: predicted labels of the test rows (.npy)")
+    parser.add_argument("--predictions", required=True, type=Path, help="output: predicted labels (.npy)")
     parser.add_argument("--params", default="params.yaml", help="params file")
     args = parser.parse_args()
 

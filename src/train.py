@@ -6,10 +6,10 @@ from pathlib import Path
 from pipeline.config import load_params
 from pipeline.data.parsed import load_parsed
 from pipeline.data.split import load_split
+from pipeline.device import resolve_device, seed_everything
 from pipeline.inference import Normalization
 from pipeline.models import create_model
 from pipeline.models.checkpoint import save_model
-from pipeline.device import resolve_device, seed_everything
 from pipeline.runtime import UserError, run_stage
 from pipeline.training import train
 

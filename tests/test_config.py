@@ -1,0 +1,141 @@
+"""params.yaml validation: every mistake is one UserError line naming the key and what is valid."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.config import Params, load_params
+from pipeline.models import create_model
+from pipeline.runtime import UserError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+WriteParams = Callable[[dict[str, Any]], Path]
+DELETE = object()
+
+
+def set_key(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set (or with DELETE remove) data[a][b][c] for dotted 'a.b.c'."""
+    *parents, last = dotted.split(".")
+    for part in parents:
+        data = data[part]
+    if value is DELETE:
+        del data[last]
+    else:
+        data[last] = value
+
+
+def error_of(path: Path) -> str:
+    """The UserError message load_params gives for `path`; fails if it loads or spans several lines."""
+    with pytest.raises(UserError) as info:
+        load_params(path)
+    message = str(info.value)
+    assert "\n" not in message, f"message is not one line: {message!r}"
+    return message
+
+
+def test_repo_params_load() -> None:
+    params = load_params(REPO_ROOT / "params.yaml")
+    assert isinstance(params, Params)
+    assert params.run.datasets == ["mnist-5k"]
+    assert set(params.run.models) <= set(params.models)
+    assert params.models["lenet"].lr == pytest.approx(1e-3)
+    assert params.models["mlp"].arch["hidden"] == [256]
+
+
+INVALID = [  # (dotted key, value or DELETE, fragments the message must contain)
+    ("models.mlp.lrr", 0.1, ["models.mlp.lrr: unknown key", "valid keys", "epochs", "lr,", "arch"]),
+    ("sed", 1, ["params.yaml: sed: unknown key", "seed", "device", "split"]),
+    ("split.val_fractoin", 0.1, ["split.val_fractoin: unknown key", "val_fraction", "test_fraction"]),
+    ("models.mlp.epochs", "ten", ["models.mlp.epochs", "integer", "'ten'"]),
+    ("models.mlp.epochs", 2.5, ["models.mlp.epochs", "integer", "2.5"]),
+    ("models.mlp.nesterov", "yes", ["models.mlp.nesterov", "bool", "'yes'"]),
+    ("models.mlp.lr", 0, ["models.mlp.lr", "greater than 0"]),
+    ("models.lenet.lr", -1.0e-3, ["models.lenet.lr", "greater than 0"]),
+    ("split.val_fraction", 0, ["split.val_fraction", "greater than 0"]),
+    ("split.val_fraction", 1.5, ["split.val_fraction", "less than 1"]),
+    ("split.test_fraction", 1.0, ["split.test_fraction", "less than 1"]),
+    ("models.mlp.momentum", 1.0, ["models.mlp.momentum", "less than 1"]),
+    ("plot.grid_size", 0, ["plot.grid_size", "greater than 0"]),
+    ("models.lenet.momentum", 0.9, ["models.lenet", "momentum applies to sgd and rmsprop only"]),
+    ("seed", DELETE, ["seed", "missing required key"]),
+    ("models.mlp.epochs", DELETE, ["models.mlp.epochs", "missing required key"]),
+    ("evaluate", DELETE, ["evaluate", "missing required key"]),
+    ("device", "tpu", ["device", "'auto', 'cpu', 'cuda' or 'mps'", "'tpu'"]),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), INVALID,
+                         ids=[f"{key}-deleted" if value is DELETE else f"{key}={value!r}" for key, value, _ in INVALID])
+def test_invalid_value_names_key(params: dict[str, Any], write_params: WriteParams, key: str, value: Any,
+                                 expected: list[str]) -> None:
+    set_key(params, key, value)
+    message = error_of(write_params(params))
+    for fragment in expected:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+
+
+@pytest.mark.parametrize(("key", "value", "name", "valid"), [
+    ("run.models", ["mlp", "resnet"], "'resnet'", "mlp, lenet"),
+    ("run.datasets", ["mnist-5k", "nope"], "'nope'", "mnist-5k"),
+], ids=["run.models", "run.datasets"])
+def test_unknown_name_in_run(params: dict[str, Any], write_params: WriteParams, key: str, value: list[str],
+                             name: str, valid: str) -> None:
+    set_key(params, key, value)
+    message = error_of(write_params(params))
+    assert f"{key}: unknown name {name}; valid: {valid}" in message, message
+
+
+def test_unknown_model_section(params: dict[str, Any], write_params: WriteParams) -> None:
+    params["models"]["resnet"] = dict(params["models"]["mlp"])
+    message = error_of(write_params(params))
+    assert "models: unknown name 'resnet'; valid: mlp, lenet" in message, message
+
+
+def test_run_model_without_section(params: dict[str, Any], write_params: WriteParams) -> None:
+    del params["models"]["lenet"]
+    message = error_of(write_params(params))
+    assert "run.models" in message and "'lenet'" in message and "no section" in message
+
+
+def test_model_left_out_of_run_keeps_section(params: dict[str, Any], write_params: WriteParams) -> None:
+    params["run"]["models"] = ["mlp"]
+    assert set(load_params(write_params(params)).models) == {"mlp", "lenet"}
+
+
+def test_yaml_12_exponent_is_float(tmp_path: Path) -> None:
+    """`1e-3` (no dot) is a float in YAML 1.2, as DVC reads it; YAML 1.1 would make it a string."""
+    text = (REPO_ROOT / "params.yaml").read_text()
+    assert "lr: 1.0e-3" in text
+    path = tmp_path / "params.yaml"
+    path.write_text(text.replace("lr: 1.0e-3", "lr: 1e-3"))
+    lr = load_params(path).models["lenet"].lr
+    assert isinstance(lr, float) and lr == 1e-3
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    message = error_of(tmp_path / "absent.yaml")
+    assert "absent.yaml" in message and "not found" in message
+
+
+def test_broken_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 0\nrun: [mlp\n  lenet:\n")
+    message = error_of(path)
+    assert "not valid YAML" in message
+
+
+def test_arch_unknown_key() -> None:
+    with pytest.raises(UserError) as info:
+        create_model("mlp", (1, 28, 28), 10, hiden=[32])
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("models.mlp.arch.hiden: unknown key") and "hidden" in message, message
+
+
+def test_arch_bad_value() -> None:
+    with pytest.raises(UserError, match=r"models\.lenet\.arch\.dropout: .*less than 1"):
+        create_model("lenet", (1, 28, 28), 10, dropout=1.0)

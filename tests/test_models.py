@@ -1,0 +1,95 @@
+"""Every registered model: shapes, gradients, seeded init; plus the registry's errors and checkpoints."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from pipeline.models import MODELS, create_model
+from pipeline.models.checkpoint import load_model, save_model
+from pipeline.runtime import UserError
+
+IMAGE_SHAPE = (1, 28, 28)
+BATCH = 5
+
+
+def seeded_model(name: str, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return create_model(name, IMAGE_SHAPE, 10)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_model_contract(name: str) -> None:
+    """Logits (B, 10), finite gradients for every parameter, features (B, num_features), seeded init."""
+    model = seeded_model(name)
+    x = torch.randn(BATCH, *IMAGE_SHAPE, generator=torch.Generator().manual_seed(1))
+    targets = torch.arange(BATCH) % 10
+    logits = model(x)
+    assert logits.shape == (BATCH, 10) and torch.isfinite(logits).all()
+    nn.functional.cross_entropy(logits, targets).backward()
+    for param_name, param in model.named_parameters():
+        assert param.grad is not None, param_name
+        assert torch.isfinite(param.grad).all(), param_name
+    assert any(param.grad.abs().sum() > 0 for param in model.parameters())
+    features = model.forward_features(x)
+    assert features.shape == (BATCH, model.num_features)
+
+    twin, other = seeded_model(name), seeded_model(name, seed=1)
+    for (key, a), b, c in zip(model.state_dict().items(), twin.state_dict().values(), other.state_dict().values()):
+        assert torch.equal(a, b), key
+    assert not all(torch.equal(a, c) for a, c in zip(model.parameters(), other.parameters()))
+
+
+def test_unknown_model() -> None:
+    with pytest.raises(UserError) as info:
+        create_model("nope", IMAGE_SHAPE, 10)
+    assert "'nope'" in str(info.value)
+    for name in MODELS:
+        assert name in str(info.value)
+
+
+def test_lenet_too_deep_for_image() -> None:
+    with pytest.raises(UserError, match=r"models\.lenet\.arch\.channels: 3 conv blocks .* 28x28"):
+        create_model("lenet", IMAGE_SHAPE, 10, channels=[4, 8, 16])
+
+
+def test_arch_is_applied() -> None:
+    mlp = create_model("mlp", IMAGE_SHAPE, 7, hidden=[40, 20])
+    assert mlp.num_features == 20 and mlp(torch.zeros(2, *IMAGE_SHAPE)).shape == (2, 7)
+    lenet = create_model("lenet", (1, 16, 16), 3, channels=[4], hidden=[12])
+    assert lenet.num_features == 12 and lenet(torch.zeros(2, 1, 16, 16)).shape == (2, 3)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_save_load_round_trip(tmp_path: Path, name: str) -> None:
+    arch = {"hidden": [24], "dropout": 0.3}
+    torch.manual_seed(0)
+    model = create_model(name, IMAGE_SHAPE, 10, **arch).eval()
+    meta = {"model": name, "arch": arch, "classes": [str(k) for k in range(10)], "image_shape": list(IMAGE_SHAPE),
+            "normalization": {"mean": 33.3, "std": 78.5}}
+    save_model(tmp_path / "model.pt", model, meta)
+    loaded, loaded_meta = load_model(tmp_path / "model.pt", torch.device("cpu"))
+    assert loaded_meta == meta
+    assert not loaded.training
+    x = torch.randn(4, *IMAGE_SHAPE)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+class Gadget:
+    """Not a tensor or plain type: only an unrestricted (unsafe) unpickler can rebuild it."""
+
+
+def test_load_refuses_pickled_code(tmp_path: Path) -> None:
+    """load_model reads with weights_only=True: a checkpoint carrying arbitrary objects is refused."""
+    model = create_model("mlp", IMAGE_SHAPE, 10)
+    meta = {"model": "mlp", "arch": {}, "classes": [str(k) for k in range(10)], "image_shape": list(IMAGE_SHAPE),
+            "extra": Gadget()}
+    torch.save({"meta": meta, "state_dict": model.state_dict()}, tmp_path / "model.pt")
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        load_model(tmp_path / "model.pt", torch.device("cpu"))
