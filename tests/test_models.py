@@ -79,6 +79,9 @@ def test_save_load_round_trip(tmp_path: Path, name: str) -> None:
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+    # Same weights, same bytes, whatever the file is called: DVC's hashes stay put across reruns.
+    save_model(tmp_path / "again.pt", model, meta)
+    assert (tmp_path / "again.pt").read_bytes() == (tmp_path / "model.pt").read_bytes()
 
 
 class Gadget:

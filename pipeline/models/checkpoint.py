@@ -15,8 +15,10 @@ from pipeline.models import create_model
 def save_model(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any]) -> None:
     """Save weights plus `meta`: model name, arch, image_shape, classes and input normalisation.
     Plain types only, so loading works with weights_only=True."""
-    with atomic_file(path) as tmp:
-        torch.save({"meta": meta, "state_dict": model.state_dict()}, tmp)
+    # Through a file object: torch.save names the archive after a path it is given, and the
+    # temporary name would make identical weights hash differently.
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        torch.save({"meta": meta, "state_dict": model.state_dict()}, f)
 
 
 def load_model(path: str | os.PathLike, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
