@@ -17,11 +17,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from dvclive import Live
+from scmrepo.exceptions import SCMError
 from torch import nn
 from tqdm import tqdm
 
 from pipeline.config import TrainConfig
 from pipeline.inference import Normalization, predict
+from pipeline.runtime import UserError
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +64,15 @@ def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, split: dict[
     n = len(y_train)
     steps_per_epoch = math.ceil(n / config.batch_size)
 
+    try:
+        live = Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
+    except SCMError as err:  # dvclive reads the git HEAD, which a repository without commits lacks
+        raise UserError(f"dvclive cannot read this git repository ({err}); commit once, then rerun") from None
+
     best = TrainResult(best_epoch=0, best_val_loss=math.inf, best_val_accuracy=0.0, train_time_s=0.0)
     best_state = None
     start_time = time.perf_counter()
-    with (Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live,
-          tqdm(total=config.epochs * steps_per_epoch, desc=desc, unit="batch", mininterval=1.0) as bar):
+    with (live, tqdm(total=config.epochs * steps_per_epoch, desc=desc, unit="batch", mininterval=1.0) as bar):
         for epoch in range(1, config.epochs + 1):
             # ---- one pass over the training rows in a fresh random order
             model.train()
