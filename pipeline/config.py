@@ -7,10 +7,10 @@ becomes one UserError line that names the key, the problem and what is valid.
 from __future__ import annotations
 
 import os
-import re
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from ruamel.yaml import YAML, YAMLError
 
 from pipeline.data.registry import DATASETS
@@ -34,7 +34,8 @@ class Section(BaseModel):
         if isinstance(data, dict):
             unknown = [key for key in data if key not in cls.model_fields]
             if unknown:
-                raise ValueError(f"unknown key {unknown[0]!r}; valid keys: {', '.join(cls.model_fields)}")
+                raise PydanticCustomError("unknown_key", "unknown key; valid keys: {valid}",
+                                          {"key": unknown[0], "valid": ", ".join(cls.model_fields)})
         return data
 
 
@@ -116,13 +117,13 @@ def validate(cls: type[S], data: Any, prefix: str = "") -> S:
         return cls.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
-        key = ".".join(str(part) for part in (prefix, *first["loc"]) if part != "")
+        # An unknown key is reported at its parent's location; name the key itself.
+        loc = (*first["loc"], first["ctx"]["key"]) if first["type"] == "unknown_key" else first["loc"]
+        key = ".".join(str(part) for part in (prefix, *loc) if part != "")
         message = first["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
-        if unknown := re.match(r"unknown key '([^']+)'; (.*)", message):  # name the key itself
-            key, message = ".".join(filter(None, (key, unknown[1]))), f"unknown key; {unknown[2]}"
         if first["type"] == "missing":
             message = "missing required key"
-        elif first["type"] not in ("value_error", "assertion_error"):
+        elif first["type"] not in ("value_error", "assertion_error", "unknown_key"):
             message += f" (got {first['input']!r})"
         raise UserError(f"{key}: {message}" if key else message) from None
 
