@@ -248,7 +248,7 @@ def _store_amat_rows(values: np.ndarray, pixels: np.ndarray, labels: np.ndarray,
         raise UserError(f"{source}: row {bad}: pixel values outside [0, 1]")
     if not np.array_equal(y, np.rint(y)) or y.min() < 0 or y.max() > 9:
         bad = first + int(np.flatnonzero((y != np.rint(y)) | (y < 0) | (y > 9))[0]) + 1
-        raise UserError(f"{source}: row {bad}: label {values[bad - first - 1, -1]!r} is not one of 0..9")
+        raise UserError(f"{source}: row {bad}: label {float(values[bad - first - 1, -1])} is not one of 0..9")
     np.rint(x * 255, out=x)
     pixels[:] = x
     labels[:] = y
