@@ -87,8 +87,9 @@ IDX_UBYTE = 0x08  # the idx type code of unsigned bytes, the only one these data
 def read_idx(path: Path, ndim: int) -> np.ndarray:
     """One gzipped idx file of unsigned bytes -> array of its declared shape (a view of the bytes read)."""
     try:
-        with gzip.open(path, "rb") as f:
-            data = f.read()
+        data = gzip.decompress(path.read_bytes())  # one call: several times faster than reading a GzipFile
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing (run the download stage first)") from None
     except (OSError, EOFError, zlib.error) as err:
         raise UserError(f"{path}: not a readable gzip file ({err}); truncated?") from None
     # Header: two zero bytes, the type code, the number of dimensions, then one big-endian uint32 per dimension.
@@ -155,49 +156,64 @@ def safe_zip_names(archive: Path, zf: zipfile.ZipFile) -> list[str]:
 # ---------------------------------------------------------------- amat (mnist-rot-back-image)
 
 AMAT_VALUES = 28 * 28 + 1  # values per row: 784 pixels in [0, 1], then the label
-AMAT_CHUNK = 1 << 22  # bytes of text parsed at a time: bounds the temporaries to a few tens of MB
+AMAT_CHUNK = 1 << 20  # bytes of text parsed at a time: bounds the temporaries to a few MB
 _POW10 = 10.0 ** np.arange(-64, 65)  # exponent table of the fixed-width path
 _SWAR_ONES = np.uint64(0x3030303030303030)  # eight ASCII '0's
+_SWAR_HIGH = np.uint64(0xF0F0F0F0F0F0F0F0)
+_SWAR_SIXES = np.uint64(0x0606060606060606)
 
 
-def _eight_digits(columns: np.ndarray) -> np.ndarray:
-    """(N, 8) ASCII digits -> (N,) uint64 integers: all eight combined at once inside one uint64 (SWAR)."""
-    v = np.ascontiguousarray(columns).view("<u8").ravel() - _SWAR_ONES  # byte k = k-th digit (little endian)
+def _eight_digits(columns: np.ndarray) -> np.ndarray | None:
+    """(N, 8) ASCII bytes -> (N,) uint64: the eight digits as one number, combined inside one uint64 (SWAR);
+    None unless every byte is a digit. `columns` may be a strided view whose rows are contiguous."""
+    x = columns.view("<u8").ravel()  # byte k = k-th character (little endian); no copy
+    # A digit is 0x30-0x39: high nibble 3, and adding 6 to the low nibble does not carry into it.
+    if not ((x & _SWAR_HIGH) == _SWAR_ONES).all() or not (((x + _SWAR_SIXES) & _SWAR_HIGH) == _SWAR_ONES).all():
+        return None
+    v = x - _SWAR_ONES
     v = (v * np.uint64(10) + (v >> np.uint64(8))) & np.uint64(0x00FF00FF00FF00FF)  # 4 two-digit numbers
     v = (v * np.uint64(100) + (v >> np.uint64(16))) & np.uint64(0x0000FFFF0000FFFF)  # 2 four-digit numbers
     return (v * np.uint64(10000) + (v >> np.uint64(32))) & np.uint64(0xFFFFFFFF)
 
 
 def _fixed_width_values(block: bytes) -> np.ndarray | None:
-    """(rows, 785) float64 of whole lines written as fixed-width `d.ddddddddd...e±dd` tokens (numpy
-    savetxt's `%.18e`), converted with whole-column integer arithmetic; None if the block has any other
-    layout. Uses the first 9 significant digits (|error| < 1e-8 for values <= 1); a value whose x*255 lies
-    within 1e-5 of a rounding tie is re-read exactly, so round(x*255) equals a full-precision parse."""
+    """(rows, 785) float64 of whole lines written as fixed-width `d.dddddddd...e±dd` tokens (numpy savetxt's
+    `%.18e`), converted with whole-column integer arithmetic; None if the block has any other layout.
+
+    Uses the first 9 significant digits (|error| < 1e-8 for values <= 1): a value whose x*255 lies within
+    1e-5 of a rounding tie is re-read exactly with float(), so round(x*255) equals a full-precision parse.
+    The digits past the ninth are therefore not checked one by one; the layout (separators, '.', 'e',
+    exponent sign and digits, row length) is checked for every token."""
     line = block.find(b"\n") + 1
     if line == 0 or line % AMAT_VALUES or len(block) % line:
         return None
     width = line // AMAT_VALUES  # token plus its separator
     first = block[:width - 1]
     e = first.find(b"e")
-    if width < 15 or first[1:2] != b"." or e < 10 or first[e + 1:e + 2] not in (b"+", b"-") or e + 3 > width - 1:
+    if first[1:2] != b"." or e < 10 or first[e + 1:e + 2] not in (b"+", b"-") or e + 3 > width - 1:
         return None
     tok = np.frombuffer(block, np.uint8).reshape(-1, width)  # (rows * 785, width), a view
     sep = tok[:, -1].reshape(-1, AMAT_VALUES)
-    digits_ok = ((tok[:, 2:e] - np.uint8(48)) <= 9).all() and ((tok[:, e + 2:-1] - np.uint8(48)) <= 9).all()
-    if not (digits_ok and (sep[:, :-1] == 32).all() and (sep[:, -1] == 10).all() and (tok[:, 1] == 46).all()
-            and (tok[:, e] == 101).all() and ((tok[:, e + 1] == 43) | (tok[:, e + 1] == 45)).all()
-            and ((tok[:, 0] - np.uint8(48)) <= 9).all()):
+    lead = tok[:, 0] - np.uint8(48)
+    fraction = _eight_digits(tok[:, 2:10])
+    if fraction is None or not ((sep[:, :-1] == 32).all() and (sep[:, -1] == 10).all() and (tok[:, 1] == 46).all()
+                                and (tok[:, e] == 101).all() and (lead <= 9).all()):
         return None
-    mantissa = (tok[:, 0] - np.uint8(48)).astype(np.int64) * 10**8 + _eight_digits(tok[:, 2:10]).astype(np.int64)
     exponent = np.zeros(len(tok), np.int64)
     for column in range(e + 2, width - 1):
-        exponent = exponent * 10 + (tok[:, column] - np.uint8(48))
-    exponent = np.where(tok[:, e + 1] == 45, -exponent, exponent) - 8
+        digit = tok[:, column] - np.uint8(48)
+        if not (digit <= 9).all():
+            return None
+        exponent = exponent * 10 + digit
+    sign = tok[:, e + 1]
+    if not ((sign == 43) | (sign == 45)).all():
+        return None
+    exponent = np.where(sign == 45, -exponent, exponent) - 8
     if exponent.min() < -64 or exponent.max() > 64:
         return None
-    values = mantissa * _POW10[exponent + 64]
+    values = (lead.astype(np.int64) * 10**8 + fraction.astype(np.int64)) * _POW10[exponent + 64]
     scaled = values * 255
-    for i in np.flatnonzero(np.abs(scaled - np.floor(scaled) - 0.5) < 1e-5):  # near a tie: rare
+    for i in np.flatnonzero(np.abs(np.abs(scaled - np.rint(scaled)) - 0.5) < 1e-5):  # near a tie: rare
         values[i] = float(block[i * width:(i + 1) * width - 1])
     return values.reshape(-1, AMAT_VALUES)
 
@@ -225,7 +241,7 @@ def parse_amat(stream: BinaryIO, rows: int, source: str) -> tuple[np.ndarray, np
         block = rest + chunk
         cut = block.rfind(b"\n") + 1 if chunk else len(block)
         block, rest = block[:cut], block[cut:]
-        if block.strip():
+        if block and not block.isspace():
             values = _fixed_width_values(block)
             if values is None:
                 values = _general_values(block, source, done)
