@@ -7,6 +7,7 @@ becomes one UserError line that names the key, the problem and what is valid.
 from __future__ import annotations
 
 import os
+import re
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -43,7 +44,6 @@ class RunConfig(Section):
     datasets: Annotated[list[str], Field(min_length=1)]  # datasets dvc.yaml generates stages for
     models: Annotated[list[str], Field(min_length=1)]  # models trained on each of them
 
-    _known_datasets = field_validator("datasets")(lambda names: _check_names(names, DATASETS))
     _known_models = field_validator("models")(lambda names: _check_names(names, MODELS))
 
 
@@ -51,6 +51,20 @@ class SplitConfig(Section):
     seed: Seed  # RNG seed of the partition (independent of the training seed)
     val_fraction: Fraction  # share of the training pool held out for validation
     test_fraction: Fraction  # share of all images for datasets that have no official test set
+
+
+DATASET_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")  # becomes a directory and part of stage names
+
+
+def _check_image_folders(folders: dict[str, str]) -> dict[str, str]:
+    for name, path in folders.items():
+        if not DATASET_NAME.fullmatch(name):
+            raise ValueError(f"name {name!r} must be lowercase letters, digits, '-' or '_'")
+        if name in DATASETS:
+            raise ValueError(f"name {name!r} is a built-in dataset; choose another")
+        if not path.strip():
+            raise ValueError(f"{name}: empty path; give the folder of <class>/<image> files")
+    return folders
 
 
 class TrainConfig(Section):
@@ -90,11 +104,16 @@ class Params(Section):
     models: dict[str, TrainConfig]
     evaluate: EvaluateConfig
     plot: PlotConfig
+    image_folders: dict[str, str]  # user datasets: name -> folder of <class>/<image> files
 
     _known_models = field_validator("models")(lambda sections: _check_names(sections, MODELS))
+    _valid_folders = field_validator("image_folders")(_check_image_folders)
 
     @model_validator(mode="after")
     def _sections_exist(self) -> Params:
+        known = {**DATASETS, **self.image_folders}
+        if unknown := [name for name in self.run.datasets if name not in known]:
+            raise ValueError(f"run.datasets: unknown name {unknown[0]!r}; valid: {', '.join(known)}")
         missing = [name for name in self.run.models if name not in self.models]
         if missing:
             raise ValueError(f"run.models lists {missing[0]!r} but models: has no section for it")

@@ -82,3 +82,39 @@ def plot_predictions(images: np.ndarray, labels: np.ndarray, predictions: np.nda
                      color="tab:green" if label == predicted else "tab:red")
     fig.suptitle(f"{title} (true → predicted)")
     _save(fig, path)
+
+
+# ---------------------------------------------------------------- data figures (per dataset)
+
+def plot_samples(images: np.ndarray, labels: np.ndarray, classes: list[str], per_class: int, title: str,
+                 path: Path) -> None:
+    """One row per class, named on the left: the first `per_class` images of that class in `images`."""
+    fig, axes = plt.subplots(len(classes), per_class, figsize=(0.9 * per_class + 1.2, 0.9 * len(classes) + 0.4),
+                             squeeze=False, layout="constrained")
+    for row, name in enumerate(classes):
+        shown = images[labels == row][:per_class]
+        for col, ax in enumerate(axes[row]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.spines[:].set_visible(False)
+            if col < len(shown):
+                ax.imshow(shown[col], cmap="gray_r", vmin=0, vmax=255)
+        axes[row, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def plot_label_histogram(counts: dict[str, np.ndarray], classes: list[str], title: str, path: Path) -> None:
+    """Images per class, one group of bars per class and one bar per split (train / val / test)."""
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(classes) + 2), 3.8), layout="constrained")
+    width = 0.8 / len(counts)
+    for i, (subset, per_class) in enumerate(counts.items()):
+        ax.bar(np.arange(len(classes)) + (i - (len(counts) - 1) / 2) * width, per_class, width,
+               label=f"{subset} ({per_class.sum():,})")
+    ax.set_xticks(np.arange(len(classes)), classes, rotation=30 if max(map(len, classes)) > 3 else 0, ha="right"
+                  if max(map(len, classes)) > 3 else "center")
+    ax.set(ylabel="images", title=title)
+    ax.set_ylim(top=1.25 * max(c.max() for c in counts.values()))  # headroom for the legend
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="upper center", ncol=len(counts))
+    _save(fig, path)

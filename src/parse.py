@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pipeline.data.formats import READERS
 from pipeline.data.parsed import ParsedDataset, save_parsed
-from pipeline.data.registry import get_dataset
+from pipeline.data.registry import DATASETS, folder_dataset
 from pipeline.runtime import run_stage
 
 log = logging.getLogger("parse")
@@ -19,10 +19,12 @@ def main() -> None:
     parser.add_argument("--out", required=True, type=Path, help="directory for the parsed arrays")
     args = parser.parse_args()
 
-    spec = get_dataset(args.dataset)
-    images, labels, official = READERS[spec.format](spec, args.raw)
-    save_parsed(ParsedDataset(spec.name, images, labels, list(spec.classes), official), args.out)
-    log.info("%s: %d images of %dx%d, %d classes", spec.name, len(labels), *images.shape[1:], len(spec.classes))
+    # A name the registry does not know is a user's image folder: the download stage rejected any other.
+    spec = DATASETS[args.dataset] if args.dataset in DATASETS else folder_dataset(args.dataset)
+    images, labels, official, classes = READERS[spec.format](spec, args.raw)
+    save_parsed(ParsedDataset(spec.name, images, labels, list(classes), official), args.out)
+    log.info("%s: %d images of %dx%d, %d classes, official %s", spec.name, len(labels), *images.shape[1:],
+             len(classes), official or "none")
 
 
 if __name__ == "__main__":

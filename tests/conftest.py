@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,13 @@ import pytest
 from ruamel.yaml import YAML
 
 from pipeline.data.parsed import ParsedDataset
+from pipeline.data.registry import MIRROR_ENV
 from pipeline.data.split import make_split
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"  # the offline mirror of real data, where present
+if SHARED_DATASETS.is_dir():
+    os.environ.setdefault(MIRROR_ENV, str(SHARED_DATASETS))
 NUM_CLASSES = 10
 PER_CLASS = 60
 SIDE = 28

