@@ -70,17 +70,25 @@ def _check_image_folders(folders: dict[str, str]) -> dict[str, str]:
 class TrainConfig(Section):
     """One model's section: how to train it, plus `arch`, which goes to the model's constructor."""
 
-    epochs: PositiveInt
+    epochs: PositiveInt | None = None  # full passes over the training rows; or set `steps` instead
+    steps: PositiveInt | None = None  # optimizer-step budget (the last epoch may be partial); or `epochs`
     batch_size: PositiveInt
     optimizer: Literal["sgd", "adam", "adamw", "rmsprop"]
-    lr: Annotated[float, Field(gt=0)]
+    lr: Annotated[float, Field(gt=0)]  # peak learning rate of the schedule
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
     nesterov: bool = False
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    schedule: Literal["constant", "cosine", "onecycle"] = "constant"  # lr over the optimizer steps
+    grad_clip: Annotated[float, Field(gt=0)] | None = None  # max global L2 norm of the gradients; null: off
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0  # of the training loss (validation stays plain)
+    bf16: bool = True  # bfloat16 autocast on CUDA; CPU always trains in fp32
+    compile: bool = False  # torch.compile the model for training
     arch: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
+        if (self.epochs is None) == (self.steps is None):
+            raise ValueError("set exactly one of epochs and steps (the other to null)")
         if self.momentum and self.optimizer not in ("sgd", "rmsprop"):
             raise ValueError(f"momentum applies to sgd and rmsprop only, not {self.optimizer}; set it to 0")
         if self.nesterov and not (self.optimizer == "sgd" and self.momentum > 0):

@@ -2,7 +2,8 @@
 
 Data lives on the device as uint8 tensors and is sliced into batches by a seeded permutation (no
 per-sample Dataset/DataLoader); each epoch ends with a full validation pass, dvclive logging and a
-copy of the weights if validation loss improved. The best weights are loaded back at the end.
+copy of the weights if validation loss improved, and (optionally) a last-state checkpoint that a
+rerun of the same settings resumes from. The best weights are loaded back at the end.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,6 +26,7 @@ from tqdm import tqdm
 
 from pipeline.config import TrainConfig
 from pipeline.inference import Normalization, predict
+from pipeline.resume import load_checkpoint, save_checkpoint
 from pipeline.runtime import UserError
 
 log = logging.getLogger(__name__)
@@ -37,6 +41,15 @@ OPTIMIZERS = {
 }
 
 
+SCHEDULES = {  # lr factor over the run, stepped once per optimizer step
+    "constant": lambda optimizer, c, total: torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
+    "cosine": lambda optimizer, c, total: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total),
+    # cycle_momentum=False: the momentum stays what params.yaml says
+    "onecycle": lambda optimizer, c, total: torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=c.lr, total_steps=total, cycle_momentum=False),
+}
+
+
 @dataclass
 class TrainResult:
     best_epoch: int
@@ -45,13 +58,36 @@ class TrainResult:
     train_time_s: float
 
 
+@dataclass(frozen=True)
+class Checkpointing:
+    """Where the last-state checkpoint goes, and the fingerprint of the run it belongs to."""
+
+    path: Path
+    fingerprint: str
+
+
+def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "batches": generator.get_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], generator: torch.Generator, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["batches"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
 def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, split: dict[str, np.ndarray],
           config: TrainConfig, *, norm: Normalization, device: torch.device, seed: int,
-          live_dir: str | os.PathLike, desc: str = "train") -> TrainResult:
+          live_dir: str | os.PathLike, desc: str = "train", checkpoint: Checkpointing | None = None) -> TrainResult:
     """Train `model` in place on rows split["train"], select by loss on split["val"].
 
     `images` uint8 (N, H, W) and `labels` int64 (N,) hold the whole dataset; `seed` fixes the
-    batch order (weight init is seeded by the caller before building the model).
+    batch order (weight init is seeded by the caller before building the model). With `checkpoint`,
+    the full state is saved after every epoch and a matching saved state is resumed from.
     """
     # ---- data on the device, once
     x_train, y_train, x_val, y_val = (
@@ -59,46 +95,78 @@ def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, split: dict[
         for subset in ("train", "val") for array in (images, labels)
     )
     model.to(device)
-    optimizer = OPTIMIZERS[config.optimizer](model.parameters(), config)
-    generator = torch.Generator().manual_seed(seed)  # batch order only, independent of the global RNG
+    forward = torch.compile(model) if config.compile else model
+    # bf16 autocast on CUDA only: on CPU it is slow without bf16 hardware and would break the
+    # bit-for-bit reproducibility the CPU runs (and the resume test) rely on.
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and config.bf16)
     n = len(y_train)
     steps_per_epoch = math.ceil(n / config.batch_size)
+    total_steps = config.steps or config.epochs * steps_per_epoch
+    epochs = math.ceil(total_steps / steps_per_epoch)
+    optimizer = OPTIMIZERS[config.optimizer](model.parameters(), config)
+    scheduler = SCHEDULES[config.schedule](optimizer, config, total_steps)
+    generator = torch.Generator().manual_seed(seed)  # batch order only, independent of the global RNG
 
     try:
         live = Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
     except SCMError as err:  # dvclive reads the git HEAD, which a repository without commits lacks
         raise UserError(f"dvclive cannot read this git repository ({err}); commit once, then rerun") from None
 
+    # ---- resume from the last epoch of an interrupted run of these same settings, if one was saved
     best = TrainResult(best_epoch=0, best_val_loss=math.inf, best_val_accuracy=0.0, train_time_s=0.0)
-    best_state = None
-    start_time = time.perf_counter()
-    with (live, tqdm(total=config.epochs * steps_per_epoch, desc=desc, unit="batch", mininterval=1.0) as bar):
-        for epoch in range(1, config.epochs + 1):
-            # ---- one pass over the training rows in a fresh random order
+    best_state, history, first_epoch, step, elapsed = None, [], 1, 0, 0.0
+    saved = load_checkpoint(checkpoint.path, checkpoint.fingerprint) if checkpoint else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        _set_rng_state(saved["rng"], generator, device)
+        best, best_state = TrainResult(**saved["best"]), saved["best_state"]
+        history, first_epoch, step, elapsed = saved["history"], saved["epoch"] + 1, saved["step"], saved["elapsed"]
+        log.info("resuming from %s after epoch %d of %d", checkpoint.path, saved["epoch"], epochs)
+    for metrics in history:  # DVC deleted the killed run's dvclive files: write them again
+        for name, value in metrics.items():
+            live.log_metric(name, value)
+        live.next_step()
+
+    start_time = time.perf_counter() - elapsed
+    with (live, tqdm(total=total_steps, initial=step, desc=desc, unit="batch", mininterval=1.0) as bar):
+        for epoch in range(first_epoch, epochs + 1):
+            # ---- one pass over the training rows in a fresh random order (the last may stop at `steps`)
             model.train()
             loss_sum = torch.zeros((), device=device)  # accumulated on the device: no sync per step
             correct = torch.zeros((), device=device, dtype=torch.long)
             order = torch.randperm(n, generator=generator).to(device)
+            seen = 0
             for start in range(0, n, config.batch_size):
+                if step == total_steps:
+                    break
                 batch = order[start:start + config.batch_size]
                 targets = y_train[batch]
-                logits = model(norm.apply(x_train[batch]))  # (B, classes)
-                loss = F.cross_entropy(logits, targets)
+                with autocast:
+                    logits = forward(norm.apply(x_train[batch]))  # (B, classes)
+                    loss = F.cross_entropy(logits, targets, label_smoothing=config.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if config.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 optimizer.step()
-                loss_sum += loss.detach() * len(batch)
+                scheduler.step()
+                step += 1
+                seen += len(batch)
+                loss_sum += loss.detach().float() * len(batch)
                 correct += (logits.argmax(1) == targets).sum()
                 bar.update()
 
             # ---- full validation pass
             val_logits = predict(model, x_val, norm, config.batch_size)
             metrics = {
-                "train/loss": loss_sum.item() / n,
-                "train/accuracy": correct.item() / n,
+                "train/loss": loss_sum.item() / seen,
+                "train/accuracy": correct.item() / seen,
                 "val/loss": F.cross_entropy(val_logits, y_val).item(),
                 "val/accuracy": (val_logits.argmax(1) == y_val).float().mean().item(),
             }
+            history.append(metrics)
             for name, value in metrics.items():
                 live.log_metric(name, value)
             live.next_step()
@@ -110,6 +178,16 @@ def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, split: dict[
                 best = TrainResult(epoch, metrics["val/loss"], metrics["val/accuracy"], 0.0)
                 best_state = {key: value.detach().clone() for key, value in model.state_dict().items()}
 
+            # ---- last-state checkpoint: everything needed to go on as if never stopped
+            if checkpoint:
+                save_checkpoint(checkpoint.path, {
+                    "fingerprint": checkpoint.fingerprint, "epoch": epoch, "step": step,
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "rng": _rng_state(generator, device),
+                    "best": asdict(best), "best_state": best_state, "history": history,
+                    "elapsed": time.perf_counter() - start_time,
+                })
+
         best.train_time_s = time.perf_counter() - start_time
         live.summary["best"] = {"epoch": best.best_epoch, "val/loss": best.best_val_loss,
                                 "val/accuracy": best.best_val_accuracy}
@@ -117,6 +195,6 @@ def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, split: dict[
 
     if best_state is not None:
         model.load_state_dict(best_state)
-    log.info("best epoch %d of %d: val loss %.4f, val accuracy %.4f (%.1f s)", best.best_epoch, config.epochs,
+    log.info("best epoch %d of %d: val loss %.4f, val accuracy %.4f (%.1f s)", best.best_epoch, epochs,
              best.best_val_loss, best.best_val_accuracy, best.train_time_s)
     return best

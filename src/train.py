@@ -10,8 +10,9 @@ from pipeline.device import resolve_device, seed_everything
 from pipeline.inference import Normalization
 from pipeline.models import create_model
 from pipeline.models.checkpoint import save_model
+from pipeline.resume import fingerprint, remove_checkpoint
 from pipeline.runtime import UserError, run_stage
-from pipeline.training import train
+from pipeline.training import Checkpointing, train
 
 
 def main() -> None:
@@ -21,6 +22,8 @@ def main() -> None:
     parser.add_argument("--split", required=True, type=Path, help="directory written by the split stage")
     parser.add_argument("--out", required=True, type=Path, help="file for the trained weights (.pt)")
     parser.add_argument("--live", required=True, type=Path, help="directory for dvclive's training log")
+    parser.add_argument("--checkpoint", type=Path, help="last-state file to resume from (not a DVC output; "
+                        "removed when the stage completes)")
     parser.add_argument("--params", default="params.yaml", help="params file")
     args = parser.parse_args()
 
@@ -35,12 +38,16 @@ def main() -> None:
 
     seed_everything(params.seed)  # before building: weight init is part of the run
     model = create_model(args.model, data.image_shape, len(data.classes), **config.arch)
+    checkpoint = args.checkpoint and Checkpointing(args.checkpoint, fingerprint(
+        args.model, config, params.seed, {"images": data.images, "labels": data.labels, **split}))
     train(model, data.images, data.labels, split, config, norm=norm, device=device, seed=params.seed,
-          live_dir=args.live, desc=f"{data.name}/{args.model}")
+          live_dir=args.live, desc=f"{data.name}/{args.model}", checkpoint=checkpoint)
     save_model(args.out, model, meta={
         "model": args.model, "arch": dict(config.arch), "dataset": data.name, "classes": data.classes,
         "image_shape": list(data.image_shape), "normalization": norm.to_dict(),
     })
+    if args.checkpoint:
+        remove_checkpoint(args.checkpoint)
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ INVALID = [  # (dotted key, value or DELETE, fragments the message must contain)
     ("plot.grid_size", 0, ["plot.grid_size", "greater than 0"]),
     ("models.lenet.momentum", 0.9, ["models.lenet", "momentum applies to sgd and rmsprop only"]),
     ("seed", DELETE, ["seed", "missing required key"]),
-    ("models.mlp.epochs", DELETE, ["models.mlp.epochs", "missing required key"]),
+    ("models.mlp.epochs", DELETE, ["models.mlp: set exactly one of epochs and steps"]),
     ("evaluate", DELETE, ["evaluate", "missing required key"]),
     ("device", "tpu", ["device", "'auto', 'cpu', 'cuda' or 'mps'", "'tpu'"]),
 ]
@@ -79,7 +79,7 @@ def test_invalid_value_names_key(params: dict[str, Any], write_params: WritePara
 
 
 @pytest.mark.parametrize(("key", "value", "name", "valid"), [
-    ("run.models", ["mlp", "resnet"], "'resnet'", "mlp, lenet"),
+    ("run.models", ["mlp", "nope"], "'nope'", "mlp, lenet, resnet, eurnn, lstm"),
     ("run.datasets", ["mnist-5k", "nope"], "'nope'", "mnist-5k"),
 ], ids=["run.models", "run.datasets"])
 def test_unknown_name_in_run(params: dict[str, Any], write_params: WriteParams, key: str, value: list[str],
@@ -90,9 +90,9 @@ def test_unknown_name_in_run(params: dict[str, Any], write_params: WriteParams, 
 
 
 def test_unknown_model_section(params: dict[str, Any], write_params: WriteParams) -> None:
-    params["models"]["resnet"] = dict(params["models"]["mlp"])
+    params["models"]["nope"] = dict(params["models"]["mlp"])
     message = error_of(write_params(params))
-    assert "models: unknown name 'resnet'; valid: mlp, lenet" in message, message
+    assert "models: unknown name 'nope'; valid: mlp, lenet, resnet, eurnn, lstm" in message, message
 
 
 def test_run_model_without_section(params: dict[str, Any], write_params: WriteParams) -> None:
@@ -103,7 +103,7 @@ def test_run_model_without_section(params: dict[str, Any], write_params: WritePa
 
 def test_model_left_out_of_run_keeps_section(params: dict[str, Any], write_params: WriteParams) -> None:
     params["run"]["models"] = ["mlp"]
-    assert set(load_params(write_params(params)).models) == {"mlp", "lenet"}
+    assert set(load_params(write_params(params)).models) == {"mlp", "lenet", "resnet", "eurnn", "lstm"}
 
 
 def test_yaml_12_exponent_is_float(tmp_path: Path) -> None:

@@ -6,8 +6,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -116,3 +118,39 @@ def test_dvc_tools_render(repo: Path) -> None:
     assert shown, "dvc exp show listed no experiment"
     dvc("plots", "show", "-o", str(repo / "dvc_plots"), cwd=repo)
     assert (repo / "dvc_plots" / "index.html").stat().st_size > 0
+
+
+def test_killed_train_stage_resumes_to_the_same_result(repo: Path) -> None:
+    """SIGKILL the train stage (dvc and its child) after an epoch checkpoint; the next `dvc repro`
+    resumes and ends with the weights and training log of a run that was never stopped."""
+    edit_params(repo, mlp__epochs=40, mlp__lr=0.02)  # settings no run-cache entry holds; ~0.1 s per epoch
+    checkpoint = repo / ".checkpoints" / DATASET / "mlp.pt"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    dvc_run = subprocess.Popen([sys.executable, "-m", "dvc", "repro", f"train@{DATASET}-mlp"], cwd=repo, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and dvc_run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.killpg(dvc_run.pid, signal.SIGKILL)
+    dvc_run.wait()
+    import torch  # late: this module's other tests need no torch
+
+    stopped_at = torch.load(checkpoint, weights_only=True)["epoch"]
+    assert 1 <= stopped_at < 40
+
+    output = dvc("repro", f"train@{DATASET}-mlp", cwd=repo)
+    assert f"after epoch {stopped_at} of 40" in output
+    assert not checkpoint.exists()  # removed once the stage's outputs are written
+
+    # The same settings, never stopped: the stage's own command, into other paths.
+    run([sys.executable, "-m", "src.train", "--model", "mlp", "--parsed", f"data/parsed/{DATASET}",
+         "--split", f"data/split/{DATASET}", "--out", "uninterrupted.pt", "--live", "uninterrupted"], repo)
+    assert (repo / "uninterrupted.pt").read_bytes() == (repo / "models" / DATASET / "mlp.pt").read_bytes()
+    live = repo / "results" / DATASET / "mlp" / "train"
+    for tsv in (repo / "uninterrupted").rglob("*.tsv"):
+        theirs = [line.split("\t")[1:] for line in tsv.read_text().splitlines()]  # without timestamps
+        ours = [line.split("\t")[1:] for line in (live / tsv.relative_to(repo / "uninterrupted")).read_text().splitlines()]
+        assert ours == theirs and len(ours) == 41, tsv.name
+    metrics = [json.loads(path.read_text()) for path in (live / "metrics.json", repo / "uninterrupted" / "metrics.json")]
+    assert [m.pop("train_time_s") > 0 for m in metrics] == [True, True]
+    assert metrics[0] == metrics[1]

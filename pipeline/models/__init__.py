@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 MODELS = {  # name -> module; the name is what params.yaml and dvc.yaml use
     "mlp": "pipeline.models.mlp",
     "lenet": "pipeline.models.lenet",
+    "resnet": "pipeline.models.resnet",
+    "eurnn": "pipeline.models.eurnn",
+    "lstm": "pipeline.models.lstm",
 }
 
 

@@ -1,0 +1,35 @@
+"""LSTM baseline on the pixel-sequence input (the recurrent counterpart of eurnn), read out from the last step."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+from torch import Tensor, nn
+
+from pipeline.models.sequence import PixelSequence, SequenceConfig
+
+
+class Config(SequenceConfig):
+    hidden: Annotated[int, Field(gt=0)] = 128  # LSTM state width
+    layers: Annotated[int, Field(gt=0)] = 1  # stacked LSTM layers
+
+
+class LSTM(nn.Module):
+    def __init__(self, image_shape: tuple[int, int, int], num_classes: int, config: Config) -> None:
+        super().__init__()
+        self.sequence = PixelSequence(image_shape, config)
+        self.rnn = nn.LSTM(image_shape[0], config.hidden, num_layers=config.layers)
+        self.head = nn.Linear(config.hidden, num_classes)
+        self.num_features = config.hidden
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        outputs, _ = self.rnn(self.sequence(x))  # (T, B, hidden)
+        return outputs[-1]  # (B, hidden): the state after the last pixel
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.forward_features(x))  # (B, num_classes) logits
+
+
+def build(image_shape: tuple[int, int, int], num_classes: int, config: Config) -> LSTM:
+    return LSTM(image_shape, num_classes, config)

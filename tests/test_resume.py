@@ -1,0 +1,106 @@
+"""Training options (step budget, schedules) and resuming an interrupted run from its checkpoint."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.config import TrainConfig, validate
+from pipeline.data.parsed import ParsedDataset
+from pipeline.device import seed_everything
+from pipeline.inference import Normalization
+from pipeline.models import create_model
+from pipeline.resume import fingerprint
+from pipeline.runtime import UserError
+from pipeline import training
+
+CPU = torch.device("cpu")
+CONFIG = TrainConfig(steps=50, batch_size=16, optimizer="sgd", lr=0.05, momentum=0.9, schedule="onecycle",
+                     grad_clip=1.0, label_smoothing=0.1, arch={"hidden": [32], "dropout": 0.2})  # 23 steps/epoch
+
+
+def fit(data: ParsedDataset, split: dict[str, np.ndarray], live: Path, config: TrainConfig = CONFIG,
+        checkpoint: Path | None = None) -> torch.nn.Module:
+    seed_everything(0)
+    model = create_model("mlp", data.image_shape, 10, **config.arch)
+    ckpt = checkpoint and training.Checkpointing(checkpoint, fingerprint("mlp", config, 0, split))
+    training.train(model, data.images, data.labels, split, config, norm=Normalization.fit(data.images),
+                   device=CPU, seed=0, live_dir=live, checkpoint=ckpt)
+    return model
+
+
+def history(live: Path) -> dict:
+    metrics = json.loads((live / "metrics.json").read_text())
+    metrics.pop("train_time_s")
+    tsv = {p.relative_to(live).as_posix(): [line.split("\t")[1:] for line in p.read_text().splitlines()]
+           for p in sorted(live.rglob("*.tsv"))}  # without the timestamp column
+    return {"metrics": metrics, "tsv": tsv}
+
+
+def test_exactly_one_of_epochs_and_steps() -> None:
+    with pytest.raises(UserError, match="set exactly one of epochs and steps"):
+        validate(TrainConfig, {"epochs": 2, "steps": 10, "batch_size": 8, "optimizer": "adam", "lr": 0.1})
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "onecycle"])
+def test_schedules(schedule: str) -> None:
+    config = TrainConfig(steps=100, batch_size=8, optimizer="sgd", lr=0.1, schedule=schedule)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config.lr)
+    scheduler = training.SCHEDULES[schedule](optimizer, config, 100)
+    lrs = []
+    for _ in range(100):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    if schedule == "constant":
+        assert set(lrs) == {0.1}
+    elif schedule == "cosine":
+        assert lrs[0] == 0.1 and lrs[-1] < 1e-3 and lrs == sorted(lrs, reverse=True)
+    else:
+        assert max(lrs) == pytest.approx(0.1) and lrs[0] < 0.01 and lrs[-1] < 1e-4
+        assert 20 <= int(np.argmax(lrs)) <= 40  # warm-up over the first 30% of the steps
+
+
+def test_step_budget_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+                                synthetic: ParsedDataset, synthetic_split: dict[str, np.ndarray]) -> None:
+    """A run stopped after its 2nd epoch checkpoint and rerun ends with the weights and dvclive logs of a
+    run never stopped; a checkpoint of other settings is ignored."""
+    monkeypatch.chdir(tmp_path)
+    reference = fit(synthetic, synthetic_split, tmp_path / "reference")
+    assert len(history(tmp_path / "reference")["tsv"]["plots/metrics/val/loss.tsv"]) == 1 + 3  # 50 steps: 3 epochs
+
+    real_save = training.save_checkpoint
+
+    def save_then_die(path: Path, state: dict) -> None:
+        real_save(path, state)
+        if state["epoch"] == 2:
+            raise KeyboardInterrupt  # killed right after the epoch-2 checkpoint
+    monkeypatch.setattr(training, "save_checkpoint", save_then_die)
+    checkpoint = tmp_path / "ckpt" / "mlp.pt"
+    with pytest.raises(KeyboardInterrupt):
+        fit(synthetic, synthetic_split, tmp_path / "resumed", checkpoint=checkpoint)
+    monkeypatch.setattr(training, "save_checkpoint", real_save)
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 2
+
+    # Other hyperparameters: the checkpoint is not theirs, and is ignored with a reason.
+    other = CONFIG.model_copy(update={"lr": 0.01})
+    with caplog.at_level(logging.WARNING):
+        fit(synthetic, synthetic_split, tmp_path / "other", config=other, checkpoint=checkpoint.with_name("x.pt"))
+        (checkpoint.parent / "x.pt").write_bytes(checkpoint.read_bytes())
+        fresh_other = fit(synthetic, synthetic_split, tmp_path / "other2", config=other,
+                          checkpoint=checkpoint.parent / "x.pt")
+    assert "written for other hyperparameters" in caplog.text
+    assert history(tmp_path / "other") == history(tmp_path / "other2")
+
+    with caplog.at_level(logging.INFO):
+        resumed = fit(synthetic, synthetic_split, tmp_path / "resumed", checkpoint=checkpoint)
+    assert "after epoch 2 of 3" in caplog.text
+    assert history(tmp_path / "resumed") == history(tmp_path / "reference")
+    for (key, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), key
+    assert not any(torch.equal(a, b) for a, b in zip(reference.parameters(), fresh_other.parameters()))
