@@ -63,6 +63,7 @@ class TrainConfig(Section):
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
     nesterov: bool = False
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    augment_rotation: Annotated[float, Field(ge=0, le=180)] = 0.0  # max random rotation of a train image, degrees
     arch: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -76,6 +77,10 @@ class TrainConfig(Section):
 
 class EvaluateConfig(Section):
     batch_size: PositiveInt  # images per inference batch; bounds evaluation memory
+    rotations: Annotated[list[float], Field(min_length=1)]  # test-set rotation angles, degrees
+    calibration_bins: PositiveInt  # equal-width confidence bins of the calibration error
+    confusions: PositiveInt  # how many of the most frequent confusions metrics.json lists
+    embedding_points: PositiveInt  # test images whose penultimate features are kept for PCA / t-SNE
 
 
 class PlotConfig(Section):

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from pipeline.config import TrainConfig
 from pipeline.inference import Normalization, predict
 from pipeline.runtime import UserError
+from pipeline.transforms import random_angles, rotate
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,11 @@ def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, split: dict[
             for start in range(0, n, config.batch_size):
                 batch = order[start:start + config.batch_size]
                 targets = y_train[batch]
-                logits = model(norm.apply(x_train[batch]))  # (B, classes)
+                inputs = norm.apply(x_train[batch])  # (B, 1, H, W)
+                if config.augment_rotation:  # drawn only when on: runs without it keep their batch order
+                    angles = random_angles(len(batch), config.augment_rotation, generator).to(device)
+                    inputs = rotate(inputs, angles, fill=norm.background)
+                logits = model(inputs)  # (B, classes)
                 loss = F.cross_entropy(logits, targets)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
