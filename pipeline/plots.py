@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pipeline.io import atomic_file  # noqa: E402
@@ -93,9 +94,9 @@ def plot_reliability(bins: dict[str, np.ndarray], ece: float, title: str, path: 
     width, centres, used = np.diff(edges), (edges[:-1] + edges[1:]) / 2, bins["count"] > 0
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(5, 6), sharex=True, height_ratios=[3, 1],
                                       layout="constrained")
-    top.bar(centres[used], bins["accuracy"][used], width[used], edgecolor="black", label="accuracy")
-    top.bar(centres[used], (bins["confidence"] - bins["accuracy"])[used], width[used],
-            bottom=bins["accuracy"][used], color="tab:red", alpha=0.3, label="gap to confidence")
+    top.bar(centres[used], bins["accuracy"][used], width[used], edgecolor="black", alpha=0.8, label="accuracy")
+    top.plot(bins["confidence"][used], bins["accuracy"][used], "o", color="tab:red", markersize=4,
+             label="(mean confidence, accuracy)")  # on the diagonal when calibrated
     top.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
     top.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=f"{title}: reliability (ECE {ece:.4f})")
     top.legend(loc="upper left")
@@ -156,6 +157,7 @@ def plot_models_curves(histories: dict[str, dict[str, tuple[np.ndarray, np.ndarr
                     epochs, values = history[f"{subset}/{metric}"]
                     ax.plot(epochs, values, style, color=f"C{k}", label=f"{model} {subset}")
         ax.set(xlabel="epoch", ylabel=metric, title=f"{title}: {metric}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0].set_yscale("log")
     axes[1].legend(loc="lower right", fontsize=8)
