@@ -4,7 +4,7 @@ rotation robustness, throughput and penultimate features, with one batch in memo
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,8 +87,10 @@ def calibration_bins(confidence: np.ndarray, correct: np.ndarray, bins: int) -> 
     """Equal-width confidence bins (b/bins, (b+1)/bins]: image count, mean confidence and accuracy of each."""
     which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)  # (N,) bin of each image
     count = np.bincount(which, minlength=bins)
-    mean = lambda values: np.bincount(which, weights=values, minlength=bins) / np.maximum(count, 1)  # noqa: E731
-    return {"count": count, "confidence": mean(confidence), "accuracy": mean(correct.astype(np.float64))}
+    confidence_sum = np.bincount(which, weights=confidence, minlength=bins)
+    correct_sum = np.bincount(which, weights=correct.astype(np.float64), minlength=bins)
+    return {"count": count, "confidence": confidence_sum / np.maximum(count, 1),
+            "accuracy": correct_sum / np.maximum(count, 1)}
 
 
 def expected_calibration_error(bins: dict[str, np.ndarray]) -> float:
@@ -105,14 +107,14 @@ def top_confusions(matrix: np.ndarray, classes: list[str], count: int) -> dict[s
 
 
 def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, classes: list[str], *,
-             norm: Normalization, batch_size: int, device: torch.device, rotations: list[float] = (),
-             bins: int = 15, confusions: int = 5, feature_rows: np.ndarray = np.zeros(0, np.int64),
-             ) -> tuple[dict, ModelOutputs]:
+             norm: Normalization, batch_size: int, device: torch.device, rotations: Sequence[float] = (),
+             bins: int = 15, confusions: int = 5, feature_rows: np.ndarray | None = None) -> tuple[dict, ModelOutputs]:
     """(metrics.json, per-image outputs) of `model` on uint8 images (N, H, W) and int64 labels (N,).
 
     The metrics are nested dicts of scalars, so `dvc metrics diff` stays readable.
     """
-    outputs = run_model(model, images, labels, norm=norm, rotations=list(rotations), feature_rows=feature_rows,
+    rows = np.zeros(0, np.int64) if feature_rows is None else feature_rows
+    outputs = run_model(model, images, labels, norm=norm, rotations=list(rotations), feature_rows=rows,
                         batch_size=batch_size, device=device)
     predictions = outputs.predictions
     precision, recall, f1, _ = precision_recall_fscore_support(

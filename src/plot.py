@@ -11,8 +11,15 @@ from pipeline.config import load_params
 from pipeline.data.parsed import load_parsed
 from pipeline.data.split import load_split
 from pipeline.evaluation import confusion_matrix, evenly_spaced, expected_calibration_error
-from pipeline.plots import (plot_confusion, plot_curves, plot_embeddings, plot_filters, plot_predictions,
-                            plot_reliability, read_dvclive_history)
+from pipeline.plots import (
+    plot_confusion,
+    plot_curves,
+    plot_embeddings,
+    plot_filters,
+    plot_predictions,
+    plot_reliability,
+    read_dvclive_history,
+)
 from pipeline.runtime import run_stage
 
 

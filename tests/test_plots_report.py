@@ -8,8 +8,17 @@ import numpy as np
 import pytest
 
 from pipeline.evaluation import calibration_bins
-from pipeline.plots import (plot_confusion, plot_curves, plot_embeddings, plot_filters, plot_models_curves,
-                            plot_predictions, plot_reliability, plot_robustness, read_dvclive_history)
+from pipeline.plots import (
+    plot_confusion,
+    plot_curves,
+    plot_embeddings,
+    plot_filters,
+    plot_models_curves,
+    plot_predictions,
+    plot_reliability,
+    plot_robustness,
+    read_dvclive_history,
+)
 from pipeline.report import TABLE_ANGLE, ReportRow, curve_rows, render_summary
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
