@@ -98,12 +98,16 @@ def expected_calibration_error(bins: dict[str, np.ndarray]) -> float:
     return float(np.sum(bins["count"] * np.abs(bins["accuracy"] - bins["confidence"])) / max(bins["count"].sum(), 1))
 
 
-def top_confusions(matrix: np.ndarray, classes: list[str], count: int) -> dict[str, int]:
-    """The `count` most frequent mistakes of a confusion matrix, as {"true -> predicted": images}."""
+def top_confusions(matrix: np.ndarray, classes: list[str], count: int) -> dict[str, dict[str, str | int]]:
+    """The `count` most frequent mistakes of a confusion matrix, by rank: {"1": {"pair": "5 -> 8", "count": 5}}.
+
+    Keyed by rank, not by pair, so every run has the same keys and `dvc exp show` the same columns.
+    """
     mistakes = matrix * (1 - np.eye(len(matrix), dtype=matrix.dtype))
     order = np.argsort(-mistakes, axis=None, kind="stable")[:count]  # row-major ties: lower classes first
     pairs = [np.unravel_index(flat, mistakes.shape) for flat in order]
-    return {f"{classes[i]} -> {classes[j]}": int(mistakes[i, j]) for i, j in pairs if mistakes[i, j] > 0}
+    return {str(rank): {"pair": f"{classes[i]} -> {classes[j]}", "count": int(mistakes[i, j])}
+            for rank, (i, j) in enumerate(pairs, start=1) if mistakes[i, j] > 0}
 
 
 def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, classes: list[str], *,

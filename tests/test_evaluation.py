@@ -43,7 +43,9 @@ def test_calibration_bins_and_ece_by_hand() -> None:
 
 def test_top_confusions() -> None:
     matrix = np.array([[50, 3, 0], [7, 40, 1], [0, 3, 9]])
-    assert top_confusions(matrix, ["a", "b", "c"], 3) == {"b -> a": 7, "a -> b": 3, "c -> b": 3}
+    assert top_confusions(matrix, ["a", "b", "c"], 3) == {"1": {"pair": "b -> a", "count": 7},
+                                                          "2": {"pair": "a -> b", "count": 3},
+                                                          "3": {"pair": "c -> b", "count": 3}}
     assert top_confusions(np.diag([5, 5]), ["a", "b"], 3) == {}  # no mistakes, nothing listed
 
 
@@ -78,7 +80,7 @@ def test_metrics_contents(lenet: torch.nn.Module, synthetic: ParsedDataset) -> N
         assert metrics["per_class"][name]["precision"] == pytest.approx(np.mean(mine[said]) if said.any() else 0.0)
     assert metrics["num_parameters"] == sum(p.numel() for p in lenet.parameters())
     assert metrics["throughput_images_per_s"] > 0
-    assert len(metrics["confusions"]) <= 4 and all(v > 0 for v in metrics["confusions"].values())
+    assert len(metrics["confusions"]) <= 4 and all(rank["count"] > 0 for rank in metrics["confusions"].values())
     assert 0 <= metrics["ece"] <= 1
     assert outputs.probabilities.shape == (len(labels), 10)
     np.testing.assert_allclose(outputs.probabilities.sum(1), 1, atol=1e-5)
