@@ -83,6 +83,7 @@ class TrainConfig(Section):
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0  # of the training loss (validation stays plain)
     bf16: bool = True  # bfloat16 autocast on CUDA; CPU always trains in fp32
     compile: bool = False  # torch.compile the model for training
+    augment_rotation: Annotated[float, Field(ge=0, le=180)] = 0.0  # max random rotation of a train image, degrees
     arch: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -98,6 +99,10 @@ class TrainConfig(Section):
 
 class EvaluateConfig(Section):
     batch_size: PositiveInt  # images per inference batch; bounds evaluation memory
+    rotations: Annotated[list[float], Field(min_length=1)]  # test-set rotation angles, degrees
+    calibration_bins: PositiveInt  # equal-width confidence bins of the calibration error
+    confusions: PositiveInt  # how many of the most frequent confusions metrics.json lists
+    embedding_points: PositiveInt  # test images whose penultimate features are kept for PCA / t-SNE
 
 
 class PlotConfig(Section):

@@ -1,31 +1,154 @@
-"""Test-set metrics: loss, accuracy, per-class accuracy and the confusion data DVC plots."""
+"""Test-set evaluation: loss, accuracy, per-class precision / recall / F1, confusions, calibration,
+rotation robustness, throughput and penultimate features, with one batch in memory at a time."""
 
 from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
+from sklearn.metrics import precision_recall_fscore_support
+from torch import Tensor, nn
 
-from pipeline.inference import Normalization, predict
+from pipeline.inference import Normalization
+from pipeline.transforms import rotate
+
+
+@dataclass
+class ModelOutputs:
+    """What the model says about the test set; everything on the CPU."""
+
+    loss: float  # mean cross-entropy of the unrotated test set
+    probabilities: np.ndarray  # float32 (N, classes): softmax of the unrotated logits
+    rotation_accuracy: dict[float, float]  # angle in degrees -> accuracy on the test set rotated by it
+    throughput: float  # images per second of the unrotated pass, after a warm-up batch
+    features: np.ndarray  # float32 (n, D): penultimate features of the rows asked for
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.probabilities.argmax(1)  # int64 (N,)
+
+
+def batches(array: np.ndarray, batch_size: int, device: torch.device) -> Iterator[Tensor]:
+    """Slices of a host array, each moved to `device` only when its turn comes."""
+    for start in range(0, len(array), batch_size):
+        yield torch.from_numpy(array[start:start + batch_size]).to(device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # kernels run asynchronously: wait before reading the clock
+
+
+@torch.inference_mode()
+def run_model(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, norm: Normalization,
+              rotations: list[float], feature_rows: np.ndarray, batch_size: int,
+              device: torch.device) -> ModelOutputs:
+    """Run `model` over uint8 images (N, H, W) with int64 labels (N,): unrotated, then once per angle.
+
+    One batch of inputs and activations exists at a time; what is kept is (N, classes)
+    probabilities, one accuracy per angle and the (n, D) features of `feature_rows`.
+    """
+    model.eval()
+    for x in batches(images[:batch_size], batch_size, device):
+        model(norm.apply(x))  # warm-up: one-time allocations and kernel choice stay out of the timing
+    _sync(device)
+    start = time.perf_counter()
+    loss_sum, probabilities = 0.0, []
+    for x, y in zip(batches(images, batch_size, device), batches(labels, batch_size, device)):
+        logits = model(norm.apply(x)).float()  # (B, classes)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        probabilities.append(logits.softmax(1).cpu())
+    _sync(device)
+    throughput = len(images) / max(time.perf_counter() - start, 1e-9)
+
+    rotation_accuracy = {}
+    for degrees in rotations:
+        correct = 0
+        for x, y in zip(batches(images, batch_size, device), batches(labels, batch_size, device)):
+            correct += (model(rotate(norm.apply(x), degrees, fill=norm.background)).argmax(1) == y).sum().item()
+        rotation_accuracy[degrees] = correct / max(len(labels), 1)
+
+    features = [model.forward_features(norm.apply(x)).float().flatten(1).cpu()
+                for x in batches(images[feature_rows], batch_size, device)]
+    return ModelOutputs(
+        loss=loss_sum / max(len(labels), 1),
+        probabilities=torch.cat(probabilities).numpy() if probabilities else np.zeros((0, 0), np.float32),
+        rotation_accuracy=rotation_accuracy,
+        throughput=throughput,
+        features=torch.cat(features).numpy() if features else np.zeros((0, 0), np.float32),
+    )
+
+
+def calibration_bins(confidence: np.ndarray, correct: np.ndarray, bins: int) -> dict[str, np.ndarray]:
+    """Equal-width confidence bins (b/bins, (b+1)/bins]: image count, mean confidence and accuracy of each."""
+    which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)  # (N,) bin of each image
+    count = np.bincount(which, minlength=bins)
+    confidence_sum = np.bincount(which, weights=confidence, minlength=bins)
+    correct_sum = np.bincount(which, weights=correct.astype(np.float64), minlength=bins)
+    return {"count": count, "confidence": confidence_sum / np.maximum(count, 1),
+            "accuracy": correct_sum / np.maximum(count, 1)}
+
+
+def expected_calibration_error(bins: dict[str, np.ndarray]) -> float:
+    """ECE: the image-weighted mean gap between accuracy and confidence over the bins."""
+    return float(np.sum(bins["count"] * np.abs(bins["accuracy"] - bins["confidence"])) / max(bins["count"].sum(), 1))
+
+
+def top_confusions(matrix: np.ndarray, classes: list[str], count: int) -> dict[str, dict[str, str | int]]:
+    """The `count` most frequent mistakes of a confusion matrix, by rank: {"1": {"pair": "5 -> 8", "count": 5}}.
+
+    Keyed by rank, not by pair, so every run has the same keys and `dvc exp show` the same columns.
+    """
+    mistakes = matrix * (1 - np.eye(len(matrix), dtype=matrix.dtype))
+    order = np.argsort(-mistakes, axis=None, kind="stable")[:count]  # row-major ties: lower classes first
+    pairs = [np.unravel_index(flat, mistakes.shape) for flat in order]
+    return {str(rank): {"pair": f"{classes[i]} -> {classes[j]}", "count": int(mistakes[i, j])}
+            for rank, (i, j) in enumerate(pairs, start=1) if mistakes[i, j] > 0}
 
 
 def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, classes: list[str], *,
-             norm: Normalization, batch_size: int, device: torch.device) -> tuple[dict, np.ndarray]:
-    """Metrics for uint8 images (N, H, W) and int64 labels (N,); returns (metrics, predicted labels)."""
-    logits = predict(model, torch.from_numpy(images).to(device), norm, batch_size)
-    targets = torch.from_numpy(labels).to(device)
-    predictions = logits.argmax(1).cpu().numpy()
-    hits = predictions == labels
-    per_class = {name: float(hits[labels == k].mean()) if (labels == k).any() else None
-                 for k, name in enumerate(classes)}
+             norm: Normalization, batch_size: int, device: torch.device, rotations: Sequence[float] = (),
+             bins: int = 15, confusions: int = 5, feature_rows: np.ndarray | None = None) -> tuple[dict, ModelOutputs]:
+    """(metrics.json, per-image outputs) of `model` on uint8 images (N, H, W) and int64 labels (N,).
+
+    The metrics are nested dicts of scalars, so `dvc metrics diff` stays readable.
+    """
+    rows = np.zeros(0, np.int64) if feature_rows is None else feature_rows
+    outputs = run_model(model, images, labels, norm=norm, rotations=list(rotations), feature_rows=rows,
+                        batch_size=batch_size, device=device)
+    predictions = outputs.predictions
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        labels, predictions, labels=np.arange(len(classes)), zero_division=0)
+    reliability = calibration_bins(outputs.probabilities.max(1), predictions == labels, bins)
     metrics = {
-        "loss": F.cross_entropy(logits, targets).item(),
-        "accuracy": float(hits.mean()),
+        "loss": outputs.loss,
+        "accuracy": float(np.mean(predictions == labels)),
         "num_images": len(labels),
-        "per_class_accuracy": per_class,
+        "f1_macro": float(np.mean(f1)),
+        "ece": expected_calibration_error(reliability),
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "throughput_images_per_s": round(outputs.throughput, 1),  # machine-dependent, unlike the rest
+        "rotation_accuracy": {f"{degrees:g}": accuracy for degrees, accuracy in outputs.rotation_accuracy.items()},
+        "per_class": {name: {"precision": float(p), "recall": float(r), "f1": float(f)}
+                      for name, p, r, f in zip(classes, precision, recall, f1)},
+        "confusions": top_confusions(confusion_matrix(labels, predictions, len(classes)), classes, confusions),
     }
-    return metrics, predictions
+    return metrics, outputs
+
+
+def first_conv_filters(model: nn.Module) -> np.ndarray | None:
+    """Weights (out, in, kH, kW) of the first nn.Conv2d in `model`, or None if it has none."""
+    conv = next((module for module in model.modules() if isinstance(module, nn.Conv2d)), None)
+    return None if conv is None else conv.weight.detach().float().cpu().numpy()
+
+
+def evenly_spaced(total: int, count: int) -> np.ndarray:
+    """min(count, total) row indices spread evenly over [0, total): a fair sample of a class-sorted set."""
+    return np.unique(np.linspace(0, total - 1, min(count, total)).astype(np.int64)) if total else np.zeros(0, np.int64)
 
 
 def confusion_records(labels: np.ndarray, predictions: np.ndarray, classes: list[str]) -> list[dict[str, str]]:

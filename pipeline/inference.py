@@ -25,6 +25,11 @@ class Normalization:
         """uint8 (B, H, W) -> float32 (B, 1, H, W), zero mean and unit variance over the train split."""
         return ((images.float() - self.mean) / self.std).unsqueeze(1)
 
+    @property
+    def background(self) -> float:
+        """What a black (0) pixel becomes: the fill for pixels a rotation brings in from outside."""
+        return -self.mean / self.std
+
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
 

@@ -28,6 +28,7 @@ from pipeline.config import TrainConfig
 from pipeline.inference import Normalization, predict
 from pipeline.resume import load_checkpoint, save_checkpoint
 from pipeline.runtime import UserError
+from pipeline.transforms import random_angles, rotate
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +144,12 @@ def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, split: dict[
                     break
                 batch = order[start:start + config.batch_size]
                 targets = y_train[batch]
+                inputs = norm.apply(x_train[batch])  # (B, 1, H, W)
+                if config.augment_rotation:  # drawn only when on: runs without it keep their batch order
+                    angles = random_angles(len(batch), config.augment_rotation, generator).to(device)
+                    inputs = rotate(inputs, angles, fill=norm.background)
                 with autocast:
-                    logits = forward(norm.apply(x_train[batch]))  # (B, classes)
+                    logits = forward(inputs)  # (B, classes)
                     loss = F.cross_entropy(logits, targets, label_smoothing=config.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -1,4 +1,5 @@
-"""Stage evaluate: test-set metrics and confusion data of one trained model (params: evaluate, device)."""
+"""Stage evaluate: test-set metrics, confusion data and per-image outputs of one trained model
+(params: evaluate, device)."""
 
 import argparse
 from pathlib import Path
@@ -9,7 +10,7 @@ from pipeline.config import load_params
 from pipeline.data.parsed import load_parsed
 from pipeline.data.split import load_split
 from pipeline.device import resolve_device
-from pipeline.evaluation import confusion_records, evaluate
+from pipeline.evaluation import calibration_bins, confusion_records, evaluate, evenly_spaced, first_conv_filters
 from pipeline.inference import Normalization
 from pipeline.io import atomic_file, write_json
 from pipeline.models.checkpoint import load_model
@@ -23,22 +24,31 @@ def main() -> None:
     parser.add_argument("--split", required=True, type=Path, help="directory written by the split stage")
     parser.add_argument("--metrics", required=True, type=Path, help="output: metrics JSON")
     parser.add_argument("--confusion", required=True, type=Path, help="output: {actual, predicted} records JSON")
-    parser.add_argument("--predictions", required=True, type=Path, help="output: predicted labels (.npy)")
+    parser.add_argument("--predictions", required=True, type=Path,
+                        help="output (.npz): probabilities, reliability bins, features, first-layer filters")
     parser.add_argument("--params", default="params.yaml", help="params file")
     args = parser.parse_args()
 
     params = load_params(args.params)
+    config = params.evaluate
     device = resolve_device(params.device)
     model, meta = load_model(args.weights, device)
     data = load_parsed(args.parsed)
     test = load_split(args.split)["test"]
     labels = data.labels[test]
 
-    metrics, predictions = evaluate(model, data.images[test], labels, data.classes,
-                                    norm=Normalization(**meta["normalization"]),
-                                    batch_size=params.evaluate.batch_size, device=device)
+    feature_rows = evenly_spaced(len(test), config.embedding_points)
+    metrics, outputs = evaluate(model, data.images[test], labels, data.classes,
+                                norm=Normalization(**meta["normalization"]), batch_size=config.batch_size,
+                                device=device, rotations=config.rotations, bins=config.calibration_bins,
+                                confusions=config.confusions, feature_rows=feature_rows)
+    predictions = outputs.predictions
+    reliability = calibration_bins(outputs.probabilities.max(1), predictions == labels, config.calibration_bins)
+    filters = first_conv_filters(model)  # None for models without a convolution
     with atomic_file(args.predictions) as tmp, open(tmp, "wb") as f:
-        np.save(f, predictions)
+        np.savez(f, predictions=predictions, probabilities=outputs.probabilities, feature_rows=feature_rows,
+                 features=outputs.features, **{f"reliability_{key}": value for key, value in reliability.items()},
+                 **({} if filters is None else {"filters": filters}))
     write_json(args.confusion, confusion_records(labels, predictions, data.classes))
     write_json(args.metrics, metrics)
 

@@ -1,4 +1,6 @@
-"""Stage plot: training curves, confusion matrix and a predictions grid of one model (params: plot)."""
+"""Stage plot: figures of one model: training curves, confusion matrix, predictions and most confident
+mistakes, reliability diagram, first-layer filters (models with a convolution), PCA and t-SNE of
+penultimate features (params: plot)."""
 
 import argparse
 from pathlib import Path
@@ -8,8 +10,16 @@ import numpy as np
 from pipeline.config import load_params
 from pipeline.data.parsed import load_parsed
 from pipeline.data.split import load_split
-from pipeline.evaluation import confusion_matrix
-from pipeline.plots import plot_confusion, plot_curves, plot_predictions, read_dvclive_history
+from pipeline.evaluation import confusion_matrix, evenly_spaced, expected_calibration_error
+from pipeline.plots import (
+    plot_confusion,
+    plot_curves,
+    plot_embeddings,
+    plot_filters,
+    plot_predictions,
+    plot_reliability,
+    read_dvclive_history,
+)
 from pipeline.runtime import run_stage
 
 
@@ -27,16 +37,29 @@ def main() -> None:
     config = load_params(args.params).plot
     data = load_parsed(args.parsed)
     test = load_split(args.split)["test"]
-    labels, predictions = data.labels[test], np.load(args.predictions)
+    images, labels = data.images[test], data.labels[test]
+    with np.load(args.predictions) as saved:
+        outputs = dict(saved)
+    predictions, confidence = outputs["predictions"], outputs["probabilities"].max(1)
 
     args.out.mkdir(parents=True, exist_ok=True)
     plot_curves(read_dvclive_history(args.live), args.title, args.out / "curves.png")
     plot_confusion(confusion_matrix(labels, predictions, len(data.classes)), data.classes,
                    f"{args.title}: test confusion", args.out / "confusion.png")
     # Evenly spaced test rows: a fair sample whatever the order (mnist-5k is sorted by class).
-    shown = np.linspace(0, len(test) - 1, min(config.grid_size**2, len(test))).astype(int)
-    plot_predictions(data.images[test][shown], labels[shown], predictions[shown], data.classes,
+    shown = evenly_spaced(len(test), config.grid_size**2)
+    plot_predictions(images[shown], labels[shown], predictions[shown], data.classes,
                      f"{args.title}: test predictions", args.out / "predictions.png")
+    wrong = np.flatnonzero(predictions != labels)
+    worst = wrong[np.argsort(-confidence[wrong], kind="stable")][:config.grid_size**2]
+    plot_predictions(images[worst], labels[worst], predictions[worst], data.classes,
+                     f"{args.title}: most confident mistakes", args.out / "mistakes.png", confidence[worst])
+    bins = {key: outputs[f"reliability_{key}"] for key in ("count", "confidence", "accuracy")}
+    plot_reliability(bins, expected_calibration_error(bins), args.title, args.out / "reliability.png")
+    if "filters" in outputs:
+        plot_filters(outputs["filters"], args.title, args.out / "filters.png")
+    plot_embeddings(outputs["features"], labels[outputs["feature_rows"]], data.classes, args.title,
+                    args.out / "embedding.png")
 
 
 if __name__ == "__main__":

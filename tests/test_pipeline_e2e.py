@@ -16,7 +16,8 @@ import pytest
 from ruamel.yaml import YAML
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "pipeline", "src", ".gitignore", ".dvcignore", "data/folders"]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "pipeline", "src", "templates", ".gitignore", ".dvcignore",
+                 "data/folders"]
 DATASET = "mnist-5k"
 
 pytestmark = pytest.mark.e2e
@@ -43,13 +44,13 @@ def stages_run(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
-def edit_params(repo: Path, **changes: float) -> None:
-    """Set models.<model>.<key> values given as model__key=value."""
+def edit_params(repo: Path, **changes: object) -> None:
+    """Set models.<model>.<key> values given as model__key=value, or <section>__<key>=value."""
     yaml = YAML()  # round-trip: keeps the comments, as `dvc exp run -S` does
     params = yaml.load(repo / "params.yaml")
     for dotted, value in changes.items():
-        model, key = dotted.split("__")
-        params["models"][model][key] = value
+        section, key = dotted.split("__")
+        (params["models"][section] if section in params["models"] else params[section])[key] = value
     yaml.dump(params, repo / "params.yaml")
 
 
@@ -68,6 +69,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dvc("config", "core.analytics", "false", cwd=repo)
     for model in ("mlp", "lenet"):
         edit_params(repo, **{f"{model}__epochs": 1})
+    edit_params(repo, evaluate__rotations=[0, 45, 90], evaluate__embedding_points=100)  # keep t-SNE quick
     git_commit(repo, "project")
 
     output = dvc("repro", cwd=repo)
@@ -82,10 +84,15 @@ def test_outputs_are_written(repo: Path) -> None:
         metrics = json.loads((results / "metrics.json").read_text())
         assert 0.5 < metrics["accuracy"] <= 1.0, f"{model}: accuracy {metrics['accuracy']} after one epoch"
         assert len(json.loads((results / "confusion.json").read_text())) == metrics["num_images"]
-        assert {p.name for p in (results / "figures").iterdir()} == {"curves.png", "confusion.png", "predictions.png"}
+        assert set(metrics["rotation_accuracy"]) == {"0", "45", "90"}
+        figures = {"curves", "confusion", "predictions", "mistakes", "reliability", "embedding"}
+        figures |= {"filters"} if model == "lenet" else set()  # the first conv's kernels; the MLP has none
+        assert {p.name for p in (results / "figures").iterdir()} == {f"{name}.png" for name in figures}
         assert (repo / "models" / DATASET / f"{model}.pt").stat().st_size > 0
     summary = (repo / "reports" / "summary.md").read_text()
     assert f"| {DATASET} | mlp |" in summary and f"| {DATASET} | lenet |" in summary
+    for figure in (f"{DATASET}-curves.png", f"{DATASET}-rotation.png"):
+        assert f"(figures/{figure})" in summary and (repo / "reports" / "figures" / figure).stat().st_size > 0
 
 
 def test_one_param_change_reruns_only_that_model(repo: Path) -> None:
@@ -120,9 +127,41 @@ def test_dvc_tools_render(repo: Path) -> None:
     assert (repo / "dvc_plots" / "index.html").stat().st_size > 0
 
 
+def test_plots_diff_between_commits(repo: Path) -> None:
+    """A second commit with other mlp results: `dvc plots diff HEAD~1` overlays both revisions' training
+    curves of every model and shows both revisions' confusion matrices, without errors."""
+    edit_params(repo, mlp__lr=0.02)
+    dvc("repro", cwd=repo)
+    git_commit(repo, "mlp at another learning rate")
+    try:
+        plots = json.loads(dvc("plots", "diff", "HEAD~1", "--json", cwd=repo))
+        assert "errors" not in plots, plots.get("errors")
+        data = plots["data"]
+        for title in ("Validation loss per epoch", "Validation accuracy per epoch", "Train loss per epoch",
+                      "Train accuracy per epoch"):
+            (plot,) = [entry for entry in data[title] if entry["type"] == "vega"]
+            assert set(plot["revisions"]) == {"HEAD~1", "workspace"}
+            assert "<DVC_METRIC" not in json.dumps(plot["content"]), "the template left an anchor unfilled"
+            values = plot["content"]["data"]["values"]
+            assert {datum["rev"] for datum in values} == {"HEAD~1", "workspace"}
+            assert {f"{DATASET}/mlp", f"{DATASET}/lenet"} <= {datum["series"] for datum in values}
+        for model in ("mlp", "lenet"):
+            (confusion,) = data[f"results/{DATASET}/{model}/confusion.json"]
+            assert set(confusion["revisions"]) == {"HEAD~1", "workspace"}
+        html = repo / "dvc_plots_diff"
+        output = dvc("plots", "diff", "HEAD~1", "-o", str(html), cwd=repo)
+        assert "error" not in output.lower(), output
+        page = (html / "index.html").read_text()
+        assert "Validation loss per epoch" in page and f"{DATASET}/lenet" in page
+    finally:
+        run(["git", "reset", "-q", "--hard", "HEAD~1"], repo)  # other tests see the baseline again
+        dvc("checkout", "-q", cwd=repo)
+
+
 def test_killed_train_stage_resumes_to_the_same_result(repo: Path) -> None:
     """SIGKILL the train stage (dvc and its child) after an epoch checkpoint; the next `dvc repro`
-    resumes and ends with the weights and training log of a run that was never stopped."""
+    resumes and ends with the weights and training log of a run that was never stopped. (Last in the
+    module: it leaves the workspace changed.)"""
     edit_params(repo, mlp__epochs=40, mlp__lr=0.02)  # settings no run-cache entry holds; ~0.1 s per epoch
     checkpoint = repo / ".checkpoints" / DATASET / "mlp.pt"
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}

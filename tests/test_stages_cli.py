@@ -42,3 +42,15 @@ def test_download_unknown_dataset(tmp_path: Path) -> None:
     line = assert_one_error_line(run_stage("src.download", "--dataset", "nope", "--out", out))
     assert "'nope'" in line and "mnist-5k" in line
     assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_bad_rotations(tmp_path: Path, params: dict[str, Any],
+                                write_params: Callable[[dict[str, Any]], Path]) -> None:
+    params["evaluate"]["rotations"] = []
+    outputs = [tmp_path / "out" / name for name in ("metrics.json", "confusion.json", "predictions.npz")]
+    proc = run_stage("src.evaluate", "--weights", tmp_path / "w.pt", "--parsed", tmp_path / "parsed",
+                     "--split", tmp_path / "split", "--metrics", outputs[0], "--confusion", outputs[1],
+                     "--predictions", outputs[2], "--params", write_params(params))
+    line = assert_one_error_line(proc)
+    assert "evaluate.rotations" in line and "at least 1" in line
+    assert not (tmp_path / "out").exists()

@@ -153,12 +153,13 @@ def test_evaluate_and_confusion(runs: dict[str, Run], synthetic: ParsedDataset,
                                 synthetic_split: dict[str, np.ndarray]) -> None:
     test = synthetic_split["test"]
     images, labels = synthetic.images[test], synthetic.labels[test]
-    metrics, predictions = evaluate(runs["a"].model, images, labels, synthetic.classes, norm=runs["a"].norm,
-                                    batch_size=7, device=CPU)
+    metrics, outputs = evaluate(runs["a"].model, images, labels, synthetic.classes, norm=runs["a"].norm,
+                                batch_size=7, device=CPU)
+    predictions = outputs.predictions
     assert metrics["num_images"] == len(test) and predictions.shape == (len(test),)
     assert metrics["accuracy"] == pytest.approx(np.mean(predictions == labels))
     assert metrics["loss"] == pytest.approx(val_loss(runs["a"], images, labels), abs=1e-6)
-    assert set(metrics["per_class_accuracy"]) == set(synthetic.classes)
+    assert set(metrics["per_class"]) == set(synthetic.classes)
 
     records = confusion_records(labels, predictions, synthetic.classes)
     assert len(records) == len(test)

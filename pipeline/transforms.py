@@ -1,0 +1,33 @@
+"""Image transforms on batches already on the device: rotation by affine_grid / grid_sample."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def rotate(images: Tensor, degrees: float | Tensor, fill: float = 0.0) -> Tensor:
+    """Rotate float images (B, C, H, W) counter-clockwise about their centre, bilinearly.
+
+    `degrees` is one angle for the batch or one per image (B,). Pixels that come from outside the
+    image get `fill` (the background: 0 for raw MNIST pixels, -mean/std once normalised).
+    """
+    batch, _, height, width = images.shape
+    radians = torch.as_tensor(degrees, dtype=images.dtype, device=images.device).deg2rad().expand(batch)
+    cos, sin = radians.cos(), radians.sin()
+    zero = torch.zeros_like(cos)
+    # theta maps each output pixel to the input point it samples, in coordinates normalised to
+    # [-1, 1] per axis; the H/W and W/H factors keep the rotation rigid on non-square images.
+    theta = torch.stack([
+        torch.stack([cos, -sin * height / width, zero], 1),
+        torch.stack([sin * width / height, cos, zero], 1),
+    ], 1)  # (B, 2, 3)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)  # (B, H, W, 2)
+    # grid_sample pads with zeros: shift by `fill` so the padding lands on the background value.
+    return F.grid_sample(images - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
+
+
+def random_angles(count: int, max_degrees: float, generator: torch.Generator) -> Tensor:
+    """`count` angles uniform in [-max_degrees, max_degrees], drawn on the CPU from `generator`."""
+    return (torch.rand(count, generator=generator) * 2 - 1) * max_degrees

@@ -1,0 +1,167 @@
+"""Evaluation: calibration error, confusions, rotation robustness, features, filters, and bounded memory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.data.parsed import ParsedDataset
+from pipeline.evaluation import (
+    calibration_bins,
+    evaluate,
+    evenly_spaced,
+    expected_calibration_error,
+    first_conv_filters,
+    top_confusions,
+)
+from pipeline.inference import Normalization
+from pipeline.models import create_model
+
+CPU = torch.device("cpu")
+ROOT = Path(__file__).resolve().parents[1]
+FASHION_TEST_IMAGES = ROOT.parent / "shared" / "datasets" / "fashion-mnist" / "t10k-images-idx3-ubyte.gz"
+
+
+def test_calibration_bins_and_ece_by_hand() -> None:
+    confidence = np.array([0.05, 0.95, 0.95, 0.55, 1.0])
+    correct = np.array([False, True, False, True, True])
+    bins = calibration_bins(confidence, correct, bins=10)
+    np.testing.assert_array_equal(bins["count"], [1, 0, 0, 0, 0, 1, 0, 0, 0, 3])  # 1.0 falls in the last bin
+    np.testing.assert_allclose(bins["confidence"][[0, 5, 9]], [0.05, 0.55, (0.95 + 0.95 + 1.0) / 3])
+    np.testing.assert_allclose(bins["accuracy"][[0, 5, 9]], [0.0, 1.0, 2 / 3])
+    # (1 * 0.05 + 1 * 0.45 + 3 * |2/3 - 0.9667|) / 5
+    assert expected_calibration_error(bins) == pytest.approx((0.05 + 0.45 + 3 * (2.9 / 3 - 2 / 3)) / 5)
+    calibrated = calibration_bins(np.full(100, 0.7), np.arange(100) < 70, bins=15)
+    assert expected_calibration_error(calibrated) == pytest.approx(0.0)
+
+
+def test_top_confusions() -> None:
+    matrix = np.array([[50, 3, 0], [7, 40, 1], [0, 3, 9]])
+    assert top_confusions(matrix, ["a", "b", "c"], 3) == {"1": {"pair": "b -> a", "count": 7},
+                                                          "2": {"pair": "a -> b", "count": 3},
+                                                          "3": {"pair": "c -> b", "count": 3}}
+    assert top_confusions(np.diag([5, 5]), ["a", "b"], 3) == {}  # no mistakes, nothing listed
+
+
+def test_evenly_spaced() -> None:
+    np.testing.assert_array_equal(evenly_spaced(10, 4), [0, 3, 6, 9])
+    np.testing.assert_array_equal(evenly_spaced(3, 10), [0, 1, 2])
+    assert len(evenly_spaced(0, 5)) == 0
+
+
+@pytest.fixture(scope="module")
+def lenet(synthetic: ParsedDataset) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model("lenet", synthetic.image_shape, len(synthetic.classes))
+
+
+def run_evaluate(model: torch.nn.Module, data: ParsedDataset, images: np.ndarray, batch_size: int,
+                 rotations: list[float]) -> tuple[dict, object]:
+    return evaluate(model, images, data.labels, data.classes, norm=Normalization.fit(data.images),
+                    batch_size=batch_size, device=CPU, rotations=rotations, bins=10, confusions=4,
+                    feature_rows=evenly_spaced(len(images), 50))
+
+
+def test_metrics_contents(lenet: torch.nn.Module, synthetic: ParsedDataset) -> None:
+    metrics, outputs = run_evaluate(lenet, synthetic, synthetic.images, 64, [0, 45, 90])
+    labels, predictions = synthetic.labels, outputs.predictions
+    assert metrics["accuracy"] == pytest.approx(np.mean(predictions == labels))
+    assert set(metrics["rotation_accuracy"]) == {"0", "45", "90"}
+    assert metrics["rotation_accuracy"]["0"] == pytest.approx(metrics["accuracy"])  # 0 degrees is the identity
+    for k, name in enumerate(synthetic.classes):
+        mine, said = labels == k, predictions == k
+        assert metrics["per_class"][name]["recall"] == pytest.approx(np.mean(said[mine]))
+        assert metrics["per_class"][name]["precision"] == pytest.approx(np.mean(mine[said]) if said.any() else 0.0)
+    assert metrics["num_parameters"] == sum(p.numel() for p in lenet.parameters())
+    assert metrics["throughput_images_per_s"] > 0
+    assert len(metrics["confusions"]) <= 4 and all(rank["count"] > 0 for rank in metrics["confusions"].values())
+    assert 0 <= metrics["ece"] <= 1
+    assert outputs.probabilities.shape == (len(labels), 10)
+    np.testing.assert_allclose(outputs.probabilities.sum(1), 1, atol=1e-5)
+    assert outputs.features.shape == (50, lenet.num_features)
+    json.dumps(metrics)  # plain JSON types only
+
+
+def test_batch_size_does_not_change_results(lenet: torch.nn.Module, synthetic: ParsedDataset) -> None:
+    small, small_out = run_evaluate(lenet, synthetic, synthetic.images, 7, [30])
+    large, large_out = run_evaluate(lenet, synthetic, synthetic.images, 1000, [30])
+    for metrics in (small, large):
+        metrics.pop("throughput_images_per_s")
+    assert small.keys() == large.keys()
+    assert small["rotation_accuracy"] == large["rotation_accuracy"]
+    assert small["loss"] == pytest.approx(large["loss"], rel=1e-5)
+    np.testing.assert_allclose(small_out.probabilities, large_out.probabilities, atol=1e-5)
+    np.testing.assert_allclose(small_out.features, large_out.features, atol=1e-4)
+
+
+def test_rotation_is_applied(lenet: torch.nn.Module, synthetic: ParsedDataset) -> None:
+    """A test set turned clockwise by a quarter, evaluated at +90 degrees, is the original test set again."""
+    turned = np.ascontiguousarray(np.rot90(synthetic.images, k=-1, axes=(1, 2)))
+    original, _ = run_evaluate(lenet, synthetic, synthetic.images, 128, [0])
+    rotated, _ = run_evaluate(lenet, synthetic, turned, 128, [0, 90])
+    assert rotated["rotation_accuracy"]["90"] == pytest.approx(original["accuracy"])
+    assert rotated["accuracy"] != pytest.approx(original["accuracy"])  # the turned set alone is another set
+
+
+def test_first_conv_filters(synthetic: ParsedDataset) -> None:
+    lenet = create_model("lenet", synthetic.image_shape, 10, channels=[4, 8])
+    assert first_conv_filters(lenet).shape == (4, 1, 5, 5)
+    assert first_conv_filters(create_model("mlp", synthetic.image_shape, 10)) is None
+
+
+# A fresh interpreter evaluates LeNet on a set of images and prints how far evaluation raised the
+# process's peak resident memory (ru_maxrss, KiB on Linux) above its peak before evaluating.
+PROBE = """
+import gzip, resource, sys
+import numpy as np, torch
+from pipeline.evaluation import evaluate, evenly_spaced
+from pipeline.inference import Normalization
+from pipeline.models import create_model
+
+source, count, batch_size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+if source == "generated":
+    images = np.random.default_rng(0).integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
+else:
+    with gzip.open(source) as f:
+        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)[:count].copy()
+labels = np.arange(len(images)) % 10
+torch.manual_seed(0)
+model = create_model("lenet", (1, 28, 28), 10)
+norm = Normalization(mean=72.9, std=90.0)
+kwargs = dict(norm=norm, device=torch.device("cpu"), rotations=[90])
+evaluate(model, images[:64], labels[:64], [str(k) for k in range(10)], batch_size=64, **kwargs)  # imports, pools
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+evaluate(model, images, labels, [str(k) for k in range(10)], batch_size=batch_size,
+         feature_rows=evenly_spaced(len(images), 1000), **kwargs)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+"""
+PEAK_LIMIT_MIB = 120  # batched LeNet evaluation stays far below; the whole set at once goes far above
+
+
+def peak_rise_mib(source: str, count: int, batch_size: int) -> float:
+    done = subprocess.run([sys.executable, "-c", PROBE, source, str(count), str(batch_size)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def test_memory_bounded_on_a_large_generated_set() -> None:
+    """12,000 images: batches of 500 keep the peak low; evaluating them as one batch (what seed 000 did)
+    breaks the same limit, so the limit does tell the two apart."""
+    batched = peak_rise_mib("generated", 12_000, 500)
+    assert batched < PEAK_LIMIT_MIB, f"batched evaluation raised peak memory by {batched:.0f} MiB"
+    whole = peak_rise_mib("generated", 12_000, 12_000)
+    assert whole > PEAK_LIMIT_MIB, f"one 12,000-image batch raised it by only {whole:.0f} MiB: the limit is too loose"
+
+
+@pytest.mark.skipif(not FASHION_TEST_IMAGES.is_file(), reason=f"no Fashion-MNIST test set at {FASHION_TEST_IMAGES}")
+def test_memory_bounded_on_fashion_mnist_test_set() -> None:
+    """The 10,000 real Fashion-MNIST test images with params.yaml's evaluate.batch_size (1000)."""
+    rise = peak_rise_mib(str(FASHION_TEST_IMAGES), 10_000, 1000)
+    assert rise < PEAK_LIMIT_MIB, f"evaluating Fashion-MNIST's test set raised peak memory by {rise:.0f} MiB"
