@@ -176,6 +176,7 @@ def plot_robustness(curves: dict[str, dict[float, float]], title: str, path: Pat
            title=f"{title}: rotation robustness")
     ax.grid(alpha=0.3)
     ax.legend()
+    _save(fig, path)
 
 
 # ---------------------------------------------------------------- data figures (per dataset)
