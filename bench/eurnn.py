@@ -14,13 +14,15 @@ environment, so both sides run on the same torch build). Create it once, then ru
 
 torch_eunn 0.2.1 imports and runs unchanged against torch 2.13 (CPU); no shim is needed.
 
-Result of one run on the reference machine (2 CPU cores shared with other jobs, load average ~10
-during the run, so absolute times are inflated ~10x; the ratio is what was measured side by side):
+Result on the reference machine (2 CPU cores, otherwise idle; torch 2.13.0+cpu):
     torch 2.13.0+cpu, 2 threads; hidden 256, capacity 2, T 784, batch 100; forward+backward, min of 3
-      ours        20.431 s   (all: 29.735, 20.431, 33.147)
-      torch_eunn 319.651 s   (all: 319.651, 489.033, 336.438)
-      speed-up: 15.6x
-(On a quieter moment of the same machine, single ad-hoc runs took ~3-5 s ours vs ~22 s torch_eunn.)
+      ours         1.736 s   (all: 2.161, 1.890, 1.736)
+      torch_eunn   6.994 s   (all: 10.232, 7.006, 6.994)
+      speed-up: 4.0x
+The goal (>= 10x) is NOT met. An earlier run with the machine shared by other training jobs (load
+average ~10) printed 15.6x: torch_eunn's many more, smaller ops suffered more from the contention. Ours
+is bound by per-op overhead (~20 complex tensor ops per time step forward, ~50 backward, on (2, 100, 128)
+tensors); fusing a step into one kernel is the way to the goal.
 """
 
 from __future__ import annotations
