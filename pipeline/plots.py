@@ -155,7 +155,8 @@ def plot_models_curves(histories: dict[str, dict[str, tuple[np.ndarray, np.ndarr
             for subset, style in (("val", "-"), ("train", "--")):
                 if f"{subset}/{metric}" in history:
                     epochs, values = history[f"{subset}/{metric}"]
-                    ax.plot(epochs, values, style, color=f"C{k}", label=f"{model} {subset}")
+                    ax.plot(epochs, values, style, color=f"C{k}", label=f"{model} {subset}",
+                            marker="o" if len(epochs) < 3 else None)  # a one-epoch run is a point, not a line
         ax.set(xlabel="epoch", ylabel=metric, title=f"{title}: {metric}")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)

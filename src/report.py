@@ -31,10 +31,12 @@ def main() -> None:
             if not (folder / "metrics.json").is_file():
                 raise UserError(f"{folder}: no metrics.json (run the evaluate stage first)")
             test, train = read_json(folder / "metrics.json"), read_json(folder / "train" / "metrics.json")
+            history = read_dvclive_history(folder / "train")
+            epochs = max(len(values) for _, values in history.values())  # as run: a step budget sets no epochs
             rows.append(ReportRow(dataset, model, test["accuracy"], test["loss"], test["ece"],
                                   test["rotation_accuracy"].get(str(TABLE_ANGLE)), test["num_parameters"],
-                                  train["best"]["epoch"], params.models[model].epochs, train["train_time_s"]))
-            histories.setdefault(dataset, {})[model] = read_dvclive_history(folder / "train")
+                                  train["best"]["epoch"], epochs, train["train_time_s"]))
+            histories.setdefault(dataset, {})[model] = history
             robustness.setdefault(dataset, {})[model] = {
                 float(angle): accuracy for angle, accuracy in test["rotation_accuracy"].items()}
 
