@@ -13,14 +13,17 @@ parse's peak memory. Every ratio is measured in the same run.
 - memory: the parse runs in a fresh subprocess under tracemalloc; its peak traced allocation (the
   returned arrays included) is compared with the bytes of the arrays it returns.
 
-Last run: `python bench/parse.py`, reference machine (2 CPU cores shared with two other engineers'
-training runs, load average ~7, no GPU; absolute times are inflated, the ratios are from one run):
-  idx  ours 60,000 images in 1.43 s; seed 001 300 images in 0.52 s; per image 73x faster
-  amat 12,000 rows (236 MB): ours 2.85 s, np.loadtxt 14.68 s (5.1x), seed 000 lists 35.57 s (12.5x)
+Last run: `python bench/parse.py`, reference machine (2 CPU cores, otherwise idle, no GPU):
+  idx  ours 60,000 images in 0.314 s; seed 001 300 images in 0.14 s; per image 87x faster
+  idx  gzip inflate alone 0.278 s: no reader of the .gz can beat seed 001 by more than 99x per image
+  amat 12,000 rows (236 MB): ours 0.59 s, np.loadtxt 2.55 s (4.3x), seed 000 lists 3.64 s (6.1x)
   amat peak memory 14.1 MB for 9.5 MB of parsed arrays (1.48x)
-Goals: amat >= 10x seed 000, >= 5x np.loadtxt, memory <= 2x: met. idx >= 1000x seed 001: NOT met. Both
-readers pay for gzip decompression (~3 us per image with zlib, the floor of ours); seed 001 spends
-~1.7 ms per image here, so a ratio past a few hundred needs a faster inflate than zlib, not a faster parse.
+Goals: amat memory <= 2x: met. amat >= 10x seed 000 and >= 5x np.loadtxt: NOT met on an idle machine
+(an earlier run on a machine loaded by other jobs printed 12.5x and 5.1x: contention slowed the
+Python-heavy baselines more). idx >= 1000x seed 001: NOT met and not reachable by any reader of the
+published .gz: inflating it with zlib alone takes ~1/100 of seed 001's time, as the second idx line shows.
+Tried and dropped: two threads over the amat blocks (1.2x: the per-block NumPy calls hold the GIL),
+pyarrow.csv (1.3 s: 785 columns suit it badly), pandas' C reader (0.9 s).
 """
 
 from __future__ import annotations
