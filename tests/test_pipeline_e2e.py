@@ -67,6 +67,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run(["git", "init", "-q"], repo)
     dvc("init", "-q", cwd=repo)
     dvc("config", "core.analytics", "false", cwd=repo)
+    edit_params(repo, run__models=["mlp", "lenet"])  # two models exercise the matrix, whatever the default
     for model in ("mlp", "lenet"):
         edit_params(repo, **{f"{model}__epochs": 1})
     edit_params(repo, evaluate__rotations=[0, 45, 90], evaluate__embedding_points=100)  # keep t-SNE quick
