@@ -199,19 +199,16 @@ def _fixed_width_values(block: bytes) -> np.ndarray | None:
     if fraction is None or not ((sep[:, :-1] == 32).all() and (sep[:, -1] == 10).all() and (tok[:, 1] == 46).all()
                                 and (tok[:, e] == 101).all() and (lead <= 9).all()):
         return None
-    exponent = np.zeros(len(tok), np.int64)
-    for column in range(e + 2, width - 1):
-        digit = tok[:, column] - np.uint8(48)
-        if not (digit <= 9).all():
-            return None
-        exponent = exponent * 10 + digit
-    sign = tok[:, e + 1]
-    if not ((sign == 43) | (sign == 45)).all():
+    if width - 1 != e + 4:  # exactly two exponent digits (savetxt writes three only past 1e99)
         return None
-    exponent = np.where(sign == 45, -exponent, exponent) - 8
-    if exponent.min() < -64 or exponent.max() > 64:
+    tens, ones, sign = tok[:, e + 2] - np.uint8(48), tok[:, e + 3] - np.uint8(48), tok[:, e + 1]
+    if not ((tens <= 9) & (ones <= 9) & ((sign == 43) | (sign == 45))).all():  # uint8: non-digits wrap past 9
         return None
-    values = (lead.astype(np.int64) * 10**8 + fraction.astype(np.int64)) * _POW10[exponent + 64]
+    # '+' is 43 and '-' is 45: 44 - sign is the exponent's sign. Small ints: int16 is enough and fast.
+    exponent = (tens.astype(np.int16) * 10 + ones) * (44 - sign.astype(np.int16))
+    if exponent.min() < -56 or exponent.max() > 56:  # the table covers 10**-64 .. 10**64 after the -8 shift
+        return None
+    values = (lead.astype(np.int64) * 10**8 + fraction.astype(np.int64)) * _POW10[exponent + (64 - 8)]
     scaled = values * 255
     for i in np.flatnonzero(np.abs(np.abs(scaled - np.rint(scaled)) - 0.5) < 1e-5):  # near a tie: rare
         values[i] = float(block[i * width:(i + 1) * width - 1])
