@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ class ModelOutputs:
     rotation_accuracy: dict[float, float]  # angle in degrees -> accuracy on the test set rotated by it
     throughput: float  # images per second of the unrotated pass, after a warm-up batch
     features: np.ndarray  # float32 (n, D): penultimate features of the rows asked for
+    reliability: dict[str, np.ndarray] = field(default_factory=dict)  # calibration_bins() of the unrotated pass
 
     @property
     def predictions(self) -> np.ndarray:
@@ -124,6 +125,7 @@ def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, classes: 
     precision, recall, f1, _ = precision_recall_fscore_support(
         labels, predictions, labels=np.arange(len(classes)), zero_division=0)
     reliability = calibration_bins(outputs.probabilities.max(1), predictions == labels, bins)
+    outputs = replace(outputs, reliability=reliability)  # the evaluate stage saves them for the figure
     metrics = {
         "loss": outputs.loss,
         "accuracy": float(np.mean(predictions == labels)),

@@ -10,7 +10,7 @@ from pipeline.config import load_params
 from pipeline.data.parsed import load_parsed
 from pipeline.data.split import load_split
 from pipeline.device import resolve_device
-from pipeline.evaluation import calibration_bins, confusion_records, evaluate, evenly_spaced, first_conv_filters
+from pipeline.evaluation import confusion_records, evaluate, evenly_spaced, first_conv_filters
 from pipeline.inference import Normalization
 from pipeline.io import atomic_file, write_json
 from pipeline.models.checkpoint import load_model
@@ -43,11 +43,11 @@ def main() -> None:
                                 device=device, rotations=config.rotations, bins=config.calibration_bins,
                                 confusions=config.confusions, feature_rows=feature_rows)
     predictions = outputs.predictions
-    reliability = calibration_bins(outputs.probabilities.max(1), predictions == labels, config.calibration_bins)
     filters = first_conv_filters(model)  # None for models without a convolution
     with atomic_file(args.predictions) as tmp, open(tmp, "wb") as f:
         np.savez(f, predictions=predictions, probabilities=outputs.probabilities, feature_rows=feature_rows,
-                 features=outputs.features, **{f"reliability_{key}": value for key, value in reliability.items()},
+                 features=outputs.features,
+                 **{f"reliability_{key}": value for key, value in outputs.reliability.items()},
                  **({} if filters is None else {"filters": filters}))
     write_json(args.confusion, confusion_records(labels, predictions, data.classes))
     write_json(args.metrics, metrics)
