@@ -13,6 +13,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,12 +84,15 @@ def _set_rng_state(state: dict[str, Any], generator: torch.Generator, device: to
 
 def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, split: dict[str, np.ndarray],
           config: TrainConfig, *, norm: Normalization, device: torch.device, seed: int,
-          live_dir: str | os.PathLike, desc: str = "train", checkpoint: Checkpointing | None = None) -> TrainResult:
+          live_dir: str | os.PathLike, desc: str = "train", checkpoint: Checkpointing | None = None,
+          on_epoch: Callable[[int], None] | None = None) -> TrainResult:
     """Train `model` in place on rows split["train"], select by loss on split["val"].
 
     `images` uint8 (N, H, W) and `labels` int64 (N,) hold the whole dataset; `seed` fixes the
     batch order (weight init is seeded by the caller before building the model). With `checkpoint`,
     the full state is saved after every epoch and a matching saved state is resumed from.
+    `on_epoch(epoch)`, if given, is called after each epoch's checkpoint (bench/ uses it to score the
+    weights as training goes).
     """
     # ---- data on the device, once
     x_train, y_train, x_val, y_val = (
@@ -192,6 +196,8 @@ def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, split: dict[
                     "best": asdict(best), "best_state": best_state, "history": history,
                     "elapsed": time.perf_counter() - start_time,
                 })
+            if on_epoch:
+                on_epoch(epoch)
 
         best.train_time_s = time.perf_counter() - start_time
         live.summary["best"] = {"epoch": best.best_epoch, "val/loss": best.best_val_loss,

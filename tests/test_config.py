@@ -42,7 +42,7 @@ def test_repo_params_load() -> None:
     assert isinstance(params, Params)
     assert params.run.datasets == ["mnist-5k"]
     assert set(params.run.models) <= set(params.models)
-    assert params.models["lenet"].lr == pytest.approx(1e-3)
+    assert params.models["lenet"].lr == pytest.approx(3e-3)
     assert params.models["mlp"].arch["hidden"] == [256]
 
 
@@ -109,11 +109,11 @@ def test_model_left_out_of_run_keeps_section(params: dict[str, Any], write_param
 def test_yaml_12_exponent_is_float(tmp_path: Path) -> None:
     """`1e-3` (no dot) is a float in YAML 1.2, as DVC reads it; YAML 1.1 would make it a string."""
     text = (REPO_ROOT / "params.yaml").read_text()
-    assert "lr: 1.0e-3" in text
+    assert "lr: 3.0e-3" in text
     path = tmp_path / "params.yaml"
-    path.write_text(text.replace("lr: 1.0e-3", "lr: 1e-3"))
+    path.write_text(text.replace("lr: 3.0e-3", "lr: 3e-3"))
     lr = load_params(path).models["lenet"].lr
-    assert isinstance(lr, float) and lr == 1e-3
+    assert isinstance(lr, float) and lr == 3e-3
 
 
 def test_missing_file(tmp_path: Path) -> None:

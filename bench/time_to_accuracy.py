@@ -1,0 +1,192 @@
+"""Time to accuracy: the pipeline's default `lenet` against seed 004's recipe on Fashion-MNIST, same run.
+
+Seed 004's recipe, as its notebook runs it (torchvision is not used: it does not import against CPU
+torch, so its per-sample steps are written out exactly as torchvision performs them): a `Dataset` that
+turns each uint8 image into a PIL image, then `ToTensor()` (float / 255) and `Normalize(mean, std)`
+per sample; a 90/10 `random_split` (torch seed 1234); `DataLoader(batch_size=64, shuffle=True)`;
+LeNet (the same architecture as ours, built by the same code); Adam lr 1e-3; 10 epochs, each a
+training pass, a validation pass and `torch.save` of the weights when validation loss improved. Its
+score is the notebook's: test accuracy of the best-validation-loss weights.
+
+The pipeline side is `pipeline.training.train` exactly as the train stage calls it, with the
+`models.lenet` section of params.yaml (batch 64, Adam lr 1e-3, up to 20 epochs), the pipeline's
+own split (54,000 train / 6,000 validation, stratified) and its validation pass, dvclive log and
+last-state checkpoint every epoch. After each epoch the current weights are scored on the test set,
+off the clock; the pipeline's time to accuracy is its training time when that score first reaches
+the recipe's. Goal: <= 1/3 of the recipe's training time.
+
+    MNIST_PIPELINE_MIRROR=../shared/datasets python bench/time_to_accuracy.py
+
+Fashion-MNIST comes through the pipeline's own download (the mirror named by MNIST_PIPELINE_MIRROR,
+Debian's /usr/share/datasets/fashion-mnist, then the official URLs). Takes about 10 minutes on 2 cores.
+
+Last run, reference machine (2 CPU cores, otherwise idle; torch 2.13.0+cpu, 2 threads): not yet run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, random_split
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from pipeline.config import load_params  # noqa: E402
+from pipeline.data.formats import READERS  # noqa: E402
+from pipeline.data.registry import get_dataset  # noqa: E402
+from pipeline.data.sources import download  # noqa: E402
+from pipeline.data.split import make_split  # noqa: E402
+from pipeline.device import seed_everything  # noqa: E402
+from pipeline.inference import Normalization, predict  # noqa: E402
+from pipeline.models import create_model  # noqa: E402
+from pipeline.runtime import UserError  # noqa: E402
+from pipeline.training import Checkpointing, train  # noqa: E402
+
+SEED_004 = 1234
+
+
+class _Reached(Exception):
+    """Raised from the epoch hook to stop training once the target accuracy is reached."""
+
+
+class SeedFashionMNIST(Dataset):
+    """torchvision's FashionMNIST with transforms.Compose([ToTensor(), Normalize([mean], [std])])."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: float, std: float) -> None:
+        self.images, self.labels, self.mean, self.std = images, labels, mean, std
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = Image.fromarray(self.images[index].numpy(), mode="L")
+        x = torch.from_numpy(np.array(image, np.uint8, copy=True)).view(1, *image.size[::-1])
+        x = x.to(torch.float32).div(255)  # ToTensor
+        return x.sub_(self.mean).div_(self.std), int(self.labels[index])  # Normalize
+
+
+def load_fashion_mnist(tmp: Path) -> tuple[np.ndarray, np.ndarray, dict[str, tuple[int, int]]]:
+    spec = get_dataset("fashion-mnist")
+    download(spec, tmp / "raw")
+    images, labels, official, _ = READERS[spec.format](spec, tmp / "raw")
+    return images, labels, official
+
+
+def seed_recipe(images: np.ndarray, labels: np.ndarray, official: dict, tmp: Path, epochs: int):
+    """Seed 004's training; returns (seconds, test accuracy of the best-validation weights, per-epoch rows)."""
+    seed_everything(SEED_004)
+    train_rows, test_rows = np.arange(*official["train"]), np.arange(*official["test"])
+    x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)
+    mean = x_all[train_rows].float().mean().item() / 255
+    std = x_all[train_rows].float().std().item() / 255
+    full = SeedFashionMNIST(x_all[train_rows], y_all[train_rows], mean, std)
+    n_train = int(len(full) * 0.9)
+    train_data, valid_data = random_split(full, [n_train, len(full) - n_train])
+    test_data = SeedFashionMNIST(x_all[test_rows], y_all[test_rows], mean, std)
+    loaders = {name: DataLoader(data, batch_size=64, shuffle=name == "train")
+               for name, data in (("train", train_data), ("valid", valid_data), ("test", test_data))}
+    model = create_model("lenet", (1, 28, 28), 10)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def evaluate(loader: DataLoader) -> tuple[float, float]:
+        model.eval()
+        loss = acc = 0.0
+        with torch.no_grad():
+            for x, y in loader:
+                y_pred = model(x)
+                loss += F.cross_entropy(y_pred, y).item()
+                acc += (y_pred.argmax(1) == y).float().mean().item()
+        return loss / len(loader), acc / len(loader)  # batch means, as the notebook averages them
+
+    rows, best_loss, clock, best_path = [], float("inf"), 0.0, tmp / "seed-best.pt"
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        model.train()
+        train_loss = train_acc = 0.0  # the notebook's running sums, one .item() per batch
+        for x, y in loaders["train"]:
+            optimizer.zero_grad()
+            y_pred = model(x)
+            loss = F.cross_entropy(y_pred, y)
+            acc = (y_pred.argmax(1) == y).float().mean()
+            loss.backward()
+            optimizer.step()
+            train_loss += loss.item()
+            train_acc += acc.item()
+        valid_loss, valid_acc = evaluate(loaders["valid"])
+        if valid_loss < best_loss:
+            best_loss = valid_loss
+            torch.save(model.state_dict(), best_path)
+        clock += time.perf_counter() - start
+        rows.append((epoch, clock, valid_acc, evaluate(loaders["test"])[1]))  # test score off the clock
+    model.load_state_dict(torch.load(best_path, weights_only=True))
+    return clock, evaluate(loaders["test"])[1], rows
+
+
+def pipeline_lenet(images: np.ndarray, labels: np.ndarray, official: dict, tmp: Path, target: float):
+    """The train stage's lenet until its test accuracy reaches `target`: (seconds or None, per-epoch rows)."""
+    params = load_params(ROOT / "params.yaml")
+    split = make_split(labels, official, params.split.val_fraction, params.split.test_fraction, params.split.seed)
+    norm = Normalization.fit(images[split["train"]])
+    x_test, y_test = torch.from_numpy(images[split["test"]]), torch.from_numpy(labels[split["test"]])
+    config = params.models["lenet"]
+    seed_everything(params.seed)
+    model = create_model("lenet", (1, 28, 28), 10, **config.arch)
+    rows, scoring = [], [0.0]  # seconds spent scoring so far: taken off the training clock
+    start = time.perf_counter()
+
+    def on_epoch(epoch: int) -> None:
+        scored = time.perf_counter()
+        accuracy = (predict(model, x_test, norm, 1000).argmax(1) == y_test).float().mean().item()
+        rows.append((epoch, scored - start - scoring[0], accuracy))
+        scoring[0] += time.perf_counter() - scored
+        if accuracy >= target:
+            raise _Reached
+
+    try:
+        train(model, images, labels, split, config, norm=norm, device=torch.device("cpu"), seed=params.seed,
+              live_dir=tmp / "live", desc="lenet", checkpoint=Checkpointing(tmp / "last.pt", "bench"),
+              on_epoch=on_epoch)
+    except _Reached:
+        return rows[-1][1], rows
+    return None, rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed-epochs", type=int, default=10, help="epochs of seed 004's recipe (10)")
+    args = parser.parse_args()
+    torch.use_deterministic_algorithms(True, warn_only=True)  # as the pipeline's CPU stages run
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        try:
+            images, labels, official = load_fashion_mnist(tmp)
+        except UserError as err:
+            sys.exit(f"error: {err}")
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; Fashion-MNIST "
+              f"{official['train'][1]} train + {official['test'][1] - official['test'][0]} test images")
+        seed_time, target, seed_rows = seed_recipe(images, labels, official, tmp, args.seed_epochs)
+        print(f"seed 004 recipe: {seed_time:.1f} s for {args.seed_epochs} epochs; test accuracy of its "
+              f"best-validation weights {target:.4f}")
+        for epoch, clock, valid_acc, test_acc in seed_rows:
+            print(f"  epoch {epoch:2d}  {clock:7.1f} s  val acc {valid_acc:.4f}  test acc {test_acc:.4f}")
+        ours, rows = pipeline_lenet(images, labels, official, tmp, target)
+        print("pipeline lenet (params.yaml defaults):")
+        for epoch, clock, test_acc in rows:
+            print(f"  epoch {epoch:2d}  {clock:7.1f} s  test acc {test_acc:.4f}")
+        if ours is None:
+            print(f"the pipeline's lenet did not reach {target:.4f} within {len(rows)} epochs")
+        else:
+            print(f"time to {target:.4f}: pipeline {ours:.1f} s, seed recipe {seed_time:.1f} s -> "
+                  f"{ours / seed_time:.3f} of the recipe's time (goal <= 0.333)")
+
+
+if __name__ == "__main__":
+    main()
