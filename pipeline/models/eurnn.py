@@ -150,17 +150,19 @@ class _Pattern(nn.Module):
     def accumulate_products(self, total: Tensor, rows: Tensor, z: Tensor, scale: Tensor, start: int) -> None:
         """total (blocks, 2 BLOCK, 2 window) += sum over steps t and batch of dL/dz_t[block rows] h_{t-1}[window].
 
-        rows (2N, t B): dL/dz_t for the steps t = start, start + 1, ... in scan order; z (T, 2N, B) and
+        rows (2N, t, B): dL/dz_t for the steps t = start, start + 1, ... in scan order; z (T, 2N, B) and
         scale (T, blocks, BLOCK, B) give h_t = scale_t z_t per unit. One batched matmul over the blocks."""
-        steps = rows.shape[1] // z.shape[2]
         first = max(start, 1)  # h_0 = 0: step 0 adds nothing
-        if first >= start + steps:
+        stop = start + rows.shape[1]
+        if first >= stop:
             return
         blocks, batch = scale.shape[1], z.shape[2]
-        h = z[first - 1:start + steps - 1].view(-1, blocks, 2, self.block, batch) * scale[first - 1:start + steps - 1, :, None]
-        window = h.view(-1, z.shape[1], batch).transpose(0, 1).index_select(0, self.window_rows)  # (., t, B)
-        rows = rows[:, (first - start) * batch:].view(blocks, 2 * self.block, -1)
-        total.baddbmm_(rows, window.view(blocks, 2 * self.window, -1).transpose(1, 2))
+        h = z.new_empty(z.shape[1], stop - first, batch)  # (2N, t, B): rows of h, each contiguous over (t, B)
+        torch.mul(z[first - 1:stop - 1].view(-1, blocks, 2, self.block, batch), scale[first - 1:stop - 1, :, None],
+                  out=h.transpose(0, 1).view(-1, blocks, 2, self.block, batch))
+        window = h.index_select(0, self.window_rows).view(blocks, 2 * self.window, -1)
+        rows = rows[:, first - start:].reshape(blocks, 2 * self.block, -1)
+        total.baddbmm_(rows, window.transpose(1, 2))
 
     def values_grad(self, total: Tensor) -> Tensor:
         """dL/d(values) (nnz,) from the products accumulate_products summed."""
@@ -223,7 +225,8 @@ class _EunnScan(torch.autograd.Function):
         grad_weight, grad_input_bias = torch.zeros_like(weight), z.new_zeros(reals)
         grad_bias, minus_bias = torch.zeros_like(full_bias), -full_bias  # (blocks, BLOCK, B)
         products = z.new_zeros(scale.shape[1], 2 * pattern.block, 2 * pattern.window)
-        grad_z = z.new_empty(min(CHUNK, steps), reals, batch)  # dL/dz_t for a chunk of steps, reused
+        # dL/dz_t for a chunk of steps, reused; (2N, t, B): as the weight gradients' matmuls read it
+        grad_z = z.new_empty(reals, min(CHUNK, steps), batch)
         dot = torch.empty_like(full_bias)
         grad = grad_h.clone()  # dL/dh_t, (2N, B)
         for stop in range(steps, 0, -CHUNK):
@@ -234,18 +237,18 @@ class _EunnScan(torch.autograd.Function):
                 dot.addcmul_(grads[:, 1], parts[:, 1]).mul_(active_rho[t])  # rho Re(g conj z) on active units
                 grad_bias += dot
                 dot.mul_(active_rho[t]).mul_(active_rho[t]).mul_(minus_bias)  # -b rho^3 Re(g conj z)
-                out = grad_z[t - start].view_as(parts)
+                out = grad_z[:, t - start].view_as(parts)
                 torch.mul(grads, scale[t][:, None], out=out)
                 out.addcmul_(parts, dot[:, None])
                 # dL/dh_{t-1} = U^T dL/dz_t; addmm with beta 0, as mm would allocate, zero and copy
-                torch.addmm(grad, ctx.matrix_t, grad_z[t - start], beta=0, out=grad)
-            chunk = grad_z[:stop - start]
-            rows = chunk.transpose(0, 1).reshape(reals, -1)  # (2N, t B)
+                torch.addmm(grad, ctx.matrix_t, grad_z[:, t - start], beta=0, out=grad)
+            chunk = grad_z[:, :stop - start]  # (2N, t, B)
+            rows = chunk.reshape(reals, -1)  # (2N, t B)
             grad_weight.addmm_(rows, x[start:stop].transpose(1, 2).reshape(rows.shape[1], -1))
             grad_input_bias += rows.sum(1)
-            pattern.accumulate_products(products, rows, z, scale, start)
+            pattern.accumulate_products(products, chunk, z, scale, start)
             if grad_x is not None:
-                grad_x[start:stop] = torch.matmul(weight.T, chunk)
+                grad_x[start:stop] = torch.matmul(weight.T, chunk.transpose(0, 1))
         grad_bias = grad_bias.sum(-1, keepdim=True)
         return grad_x, grad_weight, grad_input_bias, pattern.values_grad(products), grad_bias, None
 
