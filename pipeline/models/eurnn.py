@@ -12,11 +12,14 @@ unit along, so U is banded: unit j depends on at most 2 * capacity units within 
 over the 2N reals of the state, U is a sparse real matrix with 4 * capacity nonzeros per row. Once per
 forward pass, `EURNN.unitary` builds those nonzeros from the parameters with ordinary autograd (a
 small graph: `capacity` layers applied to the N basis vectors). The T-step recurrence is one autograd
-Function (`_EunnScan`) over plain real tensors with a hand-written backward. A step is one sparse
-matrix product (CSR) and a handful of elementwise ops: 11 forward (product, input, modReLU), 9
-backward (modReLU, U^T g); no Python loop over layers or units. The gradient of U's nonzeros is
-computed after the time loop, in a few batched matrix products over blocks of units
-(`_Pattern.weight_grad`). bench/eurnn.py times it against the PyPI package torch_eunn that seed 001 used.
+Function (`_EunnScan`) over plain real tensors with a hand-written backward. A step is 9 ops forward
+(one CSR sparse-dense product that adds U h to the precomputed input projection, 8 elementwise for
+modReLU) and 10 backward (9 elementwise for modReLU's derivative, one CSR product for U^T g); no Python
+loop over layers or units. The gradients of U's nonzeros and of the input projection are batched
+matmuls every CHUNK steps (`_Pattern.accumulate_products`: each block of BLOCK units times the window
+of units it reaches). On CPU the steps are bound by per-op overhead (~5-20 us per op on (2N, B) =
+(512, 100) tensors) and by first touches of the stored (T, ., B) tensors. bench/eurnn.py times it
+against the PyPI package torch_eunn that seed 001 used.
 
 Inside the scan the 2N reals are ordered by block of BLOCK units, then real/imaginary part, then unit:
 the state (2N, B) viewed as (blocks, 2, BLOCK, B). The model's input projection and features keep the
