@@ -14,15 +14,24 @@ environment, so both sides run on the same torch build). Create it once, then ru
 
 torch_eunn 0.2.1 imports and runs unchanged against torch 2.13 (CPU); no shim is needed.
 
-Result on the reference machine (2 CPU cores, otherwise idle; torch 2.13.0+cpu):
-    torch 2.13.0+cpu, 2 threads; hidden 256, capacity 2, T 784, batch 100; forward+backward, min of 3
+Results. The previous implementation (complex tensors, ~20 ops per step forward, ~50 backward, a loop
+over layers inside each backward step), on the otherwise idle reference machine (2 CPU cores; torch
+2.13.0+cpu):
       ours         1.736 s   (all: 2.161, 1.890, 1.736)
       torch_eunn   6.994 s   (all: 10.232, 7.006, 6.994)
       speed-up: 4.0x
-The goal (>= 10x) is NOT met. An earlier run with the machine shared by other training jobs (load
-average ~10) printed 15.6x: torch_eunn's many more, smaller ops suffered more from the contention. Ours
-is bound by per-op overhead (~20 complex tensor ops per time step forward, ~50 backward, on (2, 100, 128)
-tensors); fusing a step into one kernel is the way to the goal.
+The current implementation (U as a sparse CSR matrix, 9 ops per step forward, 10 backward) was only
+measured while two other engineers' jobs loaded the same 2 cores (load average 4.4 to 4.6), so the
+figures below are CONTENDED and not a claim: 2-thread ops stall on a descheduled OpenMP thread, and
+torch_eunn's many small ops suffer more from that than ours (an earlier contended run of the previous
+version printed 15.6x against its idle 4.0x):
+    torch 2.13.0+cpu, 2 threads; hidden 256, capacity 2, T 784, batch 100; forward+backward, min of 3
+      ours        10.613 s   (all: 10.613, 16.298, 19.891)
+      torch_eunn 117.684 s   (all: 228.018, 200.982, 117.684)
+      speed-up: 11.1x   (contended; re-measure idle)
+In the same contended conditions, 1 thread, process CPU time (less sensitive to descheduling), the
+current version took 1.30 to 1.40 s per forward+backward step and the previous one 3.17 s: ~2.3x, which
+from the idle 4.0x suggests ~9x idle. The goal (>= 10x) is therefore not shown to be met.
 """
 
 from __future__ import annotations
