@@ -14,24 +14,17 @@ environment, so both sides run on the same torch build). Create it once, then ru
 
 torch_eunn 0.2.1 imports and runs unchanged against torch 2.13 (CPU); no shim is needed.
 
-Results. The previous implementation (complex tensors, ~20 ops per step forward, ~50 backward, a loop
-over layers inside each backward step), on the otherwise idle reference machine (2 CPU cores; torch
-2.13.0+cpu):
-      ours         1.736 s   (all: 2.161, 1.890, 1.736)
-      torch_eunn   6.994 s   (all: 10.232, 7.006, 6.994)
-      speed-up: 4.0x
-The current implementation (U as a sparse CSR matrix, 9 ops per step forward, 10 backward) was only
-measured while two other engineers' jobs loaded the same 2 cores (load average 4.4 to 4.6), so the
-figures below are CONTENDED and not a claim: 2-thread ops stall on a descheduled OpenMP thread, and
-torch_eunn's many small ops suffer more from that than ours (an earlier contended run of the previous
-version printed 15.6x against its idle 4.0x):
+Results, reference machine (2 CPU cores, no other job running; torch 2.13.0+cpu, 2 threads), three
+runs a minute apart (the machine's speed drifts; torch_eunn's many small ops drift more):
     torch 2.13.0+cpu, 2 threads; hidden 256, capacity 2, T 784, batch 100; forward+backward, min of 3
-      ours        10.613 s   (all: 10.613, 16.298, 19.891)
-      torch_eunn 117.684 s   (all: 228.018, 200.982, 117.684)
-      speed-up: 11.1x   (contended; re-measure idle)
-In the same contended conditions, 1 thread, process CPU time (less sensitive to descheduling), the
-current version took 1.30 to 1.40 s per forward+backward step and the previous one 3.17 s: ~2.3x, which
-from the idle 4.0x suggests ~9x idle. The goal (>= 10x) is therefore not shown to be met.
+      ours         0.693 s   (all: 1.220, 0.693, 0.752)
+      torch_eunn   7.201 s   (all: 11.111, 7.201, 10.002)
+      speed-up: 10.4x
+    second run: ours 0.592 s, torch_eunn 6.932 s -> 11.7x; third (load ~1.5): 0.637 s, 9.333 s -> 14.7x
+Goal >= 10x: met. The previous implementation (complex tensors, ~20 ops per step forward and ~50
+backward, with a loop over layers inside each backward step) took 1.736 s against torch_eunn's
+6.994 s on the idle machine: 4.0x. Contended runs inflate the ratio (an earlier one printed 15.6x for
+that version): quote only runs on an otherwise idle machine.
 """
 
 from __future__ import annotations
