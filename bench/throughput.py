@@ -12,7 +12,11 @@ budget (`--steps`: default one epoch of mnist-5k for mlp and lenet, 40 steps for
 epoch validation pass is in the time too; counted are the training images only. One warm-up run first
 (oneDNN builds its kernels on first use), then the minimum time of REPEATS runs.
 
-    python bench/throughput.py [--models mlp lenet resnet] [--repeats 3] [--threads N]
+    python bench/throughput.py [--models mlp lenet resnet] [--variants default channels_last compile 1-thread]
+                               [--repeats 3] [--steps N]
+
+Variants (options tried; each is measured against `default` in the same run, runs interleaved):
+`channels_last` (the model in NHWC memory format), `compile` (torch.compile), `1-thread`.
 
 Data: data/parsed/mnist-5k and data/split/mnist-5k (from `dvc repro`).
 Goal (issue 6) at the default batch sizes: mlp >= 60%, lenet >= 25%, resnet >= 40% of the peak.
@@ -27,13 +31,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pipeline.config import load_params  # noqa: E402
-from pipeline.data.parsed import load_parsed  # noqa: E402
+from pipeline.config import TrainConfig, load_params  # noqa: E402
+from pipeline.data.parsed import ParsedDataset, load_parsed  # noqa: E402
 from pipeline.data.split import load_split  # noqa: E402
 from pipeline.device import resolve_device, seed_everything  # noqa: E402
 from pipeline.inference import Normalization  # noqa: E402
@@ -77,17 +82,46 @@ def forward_macs(model: nn.Module, image_shape: tuple[int, int, int]) -> int:
     return macs
 
 
+VARIANTS = {  # what each option changes before `train` runs, so options are compared in one run
+    "default": "as the train stage runs",
+    "channels_last": "the model's conv weights in channels-last (NHWC) memory format",
+    "compile": "torch.compile (the `compile: true` param); the warm-up run pays the compile time",
+    "1-thread": "torch.set_num_threads(1)",
+}
+
+
+def train_seconds(name: str, variant: str, config: TrainConfig, data: ParsedDataset,
+                  split: dict[str, np.ndarray], norm: Normalization, device: torch.device, seed: int) -> float:
+    """Seconds `train` takes (its own clock) for model `name` with option `variant` applied."""
+    threads = torch.get_num_threads()
+    if variant == "1-thread":
+        torch.set_num_threads(1)
+    if variant == "compile":
+        config = config.model_copy(update={"compile": True})
+    seed_everything(seed)
+    model = create_model(name, data.image_shape, len(data.classes), **config.arch)
+    if variant == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = train(model, data.images, data.labels, split, config, norm=norm, device=device, seed=seed,
+                           live_dir=Path(tmp) / "live", desc=f"{name} {variant}",
+                           checkpoint=Checkpointing(Path(tmp) / "last.pt", "bench"))
+    finally:
+        torch.set_num_threads(threads)
+    return result.train_time_s
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["mlp", "lenet", "resnet"])
+    parser.add_argument("--variants", nargs="+", default=["default"], choices=VARIANTS,
+                        help="; ".join(f"{name}: {what}" for name, what in VARIANTS.items()))
     parser.add_argument("--dataset", default="mnist-5k")
     parser.add_argument("--steps", type=int, help="optimizer steps per run (default: see the header)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--size", type=int, default=2048, help="matrix side of the peak matmul")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
 
     params = load_params(ROOT / "params.yaml")
     device = resolve_device(params.device)
@@ -95,7 +129,7 @@ def main() -> None:
     split = load_split(ROOT / "data" / "split" / args.dataset)
     norm = Normalization.fit(data.images[split["train"]])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}; {args.dataset}: "
-          f"{len(split['train'])} train rows; min of {args.repeats} runs after a warm-up")
+          f"{len(split['train'])} train rows; per model and variant, min of {args.repeats} runs after a warm-up")
 
     peak, rows = 0.0, []
     for name in args.models:
@@ -103,27 +137,26 @@ def main() -> None:
         config = params.models[name]
         steps = args.steps or DEFAULT_STEPS.get(name) or math.ceil(len(split["train"]) / config.batch_size)
         config = config.model_copy(update={"epochs": None, "steps": steps})
-        flops = 6 * forward_macs(create_model(name, data.image_shape, len(data.classes), **config.arch),
-                                 data.image_shape)
         epochs, rest = divmod(steps, math.ceil(len(split["train"]) / config.batch_size))
         images = epochs * len(split["train"]) + rest * config.batch_size  # an epoch's last batch may be short
-        times = []
-        for _ in range(args.repeats + 1):  # the first is the warm-up
-            with tempfile.TemporaryDirectory() as tmp:
-                seed_everything(params.seed)
-                model = create_model(name, data.image_shape, len(data.classes), **config.arch)
-                result = train(model, data.images, data.labels, split, config, norm=norm, device=device,
-                               seed=params.seed, live_dir=Path(tmp) / "live", desc=name,
-                               checkpoint=Checkpointing(Path(tmp) / "last.pt", "bench"))
-                times.append(result.train_time_s)
-        rate = images / min(times[1:])
-        rows.append((name, config.batch_size, flops, rate))
-        print(f"{name:6s} batch {config.batch_size:4d}: {flops / 1e6:8.2f} MFLOP/image, {rate:8.0f} images/s "
-              f"-> {rate * flops / 1e9:6.1f} GFLOP/s (runs: {', '.join(f'{t:.2f}' for t in times[1:])} s)",
-              flush=True)
-    print(f"float32 matmul peak ({args.size}x{args.size}): {peak / 1e9:.1f} GFLOP/s")
-    for name, batch, flops, rate in rows:
-        print(f"{name:6s} batch {batch:4d}: {rate * flops / peak:6.1%} of peak")
+        flops = 6 * forward_macs(create_model(name, data.image_shape, len(data.classes), **config.arch),
+                                 data.image_shape)
+        times: dict[str, list[float]] = {variant: [] for variant in args.variants}
+        for repeat in range(args.repeats + 1):  # variants alternate; the first round is the warm-up
+            for variant in args.variants:
+                seconds = train_seconds(name, variant, config, data, split, norm, device, params.seed)
+                if repeat:
+                    times[variant].append(seconds)
+        for variant, runs in times.items():
+            rate = images / min(runs)
+            rows.append((name, variant, config.batch_size, rate * flops))
+            print(f"{name:6s} {variant:13s} batch {config.batch_size:3d}: {flops / 1e6:7.2f} MFLOP/image, "
+                  f"{rate:7.0f} images/s -> {rate * flops / 1e9:6.1f} GFLOP/s "
+                  f"(runs: {', '.join(f'{t:.3f}' for t in runs)} s)", flush=True)
+    peak = max(peak, matmul_peak(args.size, 2 * args.repeats))
+    print(f"float32 matmul peak ({args.size}x{args.size}, best of the run): {peak / 1e9:.1f} GFLOP/s")
+    for name, variant, batch, achieved in rows:
+        print(f"{name:6s} {variant:13s} batch {batch:3d}: {achieved / peak:6.1%} of peak")
 
 
 if __name__ == "__main__":

@@ -92,6 +92,13 @@ def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {key: value.detach().clone() for key, value in model.state_dict().items()}
 
 
+def _weighted_mean(batch_means: list[torch.Tensor], batch_size: int, rows: int) -> float:
+    """Mean over `rows` rows of per-batch means, batches of `batch_size` rows but the last (shorter)."""
+    weights = torch.full((len(batch_means),), float(batch_size), device=batch_means[0].device)
+    weights[-1] = rows - batch_size * (len(batch_means) - 1)
+    return (torch.stack(batch_means).float() @ weights).item() / rows
+
+
 def _log_epoch(live: Live, metrics: dict[str, float]) -> None:
     for name, value in metrics.items():
         live.log_metric(name, value)
@@ -153,8 +160,10 @@ def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, split: dict[
         for epoch in range(first_epoch, epochs + 1):
             # ---- one pass over the training rows in a fresh random order (the last may stop at `steps`)
             model.train()
-            loss_sum = torch.zeros((), device=device)  # accumulated on the device: no sync per step
-            correct = torch.zeros((), device=device, dtype=torch.long)
+            # Per-step statistics stay on the device (no sync per step) and cost one op per step:
+            # each batch's mean loss is kept, each prediction written into place; summed once an epoch.
+            losses: list[torch.Tensor] = []
+            predicted = torch.empty(n, device=device, dtype=torch.long)  # (n,) in this epoch's order
             order = torch.randperm(n, generator=generator).to(device)
             seen = 0
             for start in range(0, n, config.batch_size):
@@ -176,16 +185,16 @@ def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, split: dict[
                 optimizer.step()
                 scheduler.step()
                 step += 1
+                losses.append(loss.detach())
+                torch.argmax(logits.detach(), 1, out=predicted[seen:seen + len(batch)])
                 seen += len(batch)
-                loss_sum += loss.detach().float() * len(batch)
-                correct += (logits.argmax(1) == targets).sum()
                 bar.update()
 
             # ---- full validation pass
             val_logits = predict(model, x_val, norm, config.batch_size)
             metrics = {
-                "train/loss": loss_sum.item() / seen,
-                "train/accuracy": correct.item() / seen,
+                "train/loss": _weighted_mean(losses, config.batch_size, seen),
+                "train/accuracy": (predicted[:seen] == y_train[order[:seen]]).float().mean().item(),
                 "val/loss": F.cross_entropy(val_logits, y_val).item(),
                 "val/accuracy": (val_logits.argmax(1) == y_val).float().mean().item(),
             }
