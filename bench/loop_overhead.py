@@ -7,7 +7,7 @@ a validation pass, dvclive logging, best-weights copy and the last-state checkpo
 The bare side is only the batch loop. Sides alternate, REPEATS times each; the minimum epoch time of
 each side is compared (the least disturbed by other work on a shared machine).
 
-    python bench/loop_overhead.py [--models mlp lenet] [--epochs 3] [--repeats 3]
+    python bench/loop_overhead.py [--models mlp lenet] [--epochs 3] [--repeats 3] [--threads N]
 
 Data: data/parsed/<dataset> and data/split/<dataset> from `dvc repro` (default mnist-5k: 3,600 train
 and 400 validation rows). Goal: pipeline / bare <= 1.1x.
@@ -66,7 +66,10 @@ def main() -> None:
     parser.add_argument("--dataset", default="mnist-5k")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     params = load_params(ROOT / "params.yaml")
     device = resolve_device(params.device)
@@ -76,22 +79,24 @@ def main() -> None:
     x = torch.from_numpy(data.images[split["train"]]).to(device)
     y = torch.from_numpy(data.labels[split["train"]]).to(device)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}; {args.dataset}: "
-          f"{len(y)} train rows; {args.epochs} epochs per run, min of {args.repeats}")
+          f"{len(y)} train rows; {args.epochs} epochs per run, min of {args.repeats} after a warm-up")
 
     for name in args.models:
         config = params.models[name].model_copy(update={"epochs": args.epochs, "steps": None})
         pipeline_times, bare_times = [], []
-        for _ in range(args.repeats):
+        for repeat in range(args.repeats + 1):  # the first round is the warm-up, not counted
             with tempfile.TemporaryDirectory() as tmp:
                 seed_everything(params.seed)
                 model = create_model(name, data.image_shape, len(data.classes), **config.arch)
                 result = train(model, data.images, data.labels, split, config, norm=norm, device=device,
                                seed=params.seed, live_dir=Path(tmp) / "live", desc=name,
                                checkpoint=Checkpointing(Path(tmp) / "last.pt", "bench"))
-                pipeline_times.append(result.train_time_s / args.epochs)
             seed_everything(params.seed)
             model = create_model(name, data.image_shape, len(data.classes), **config.arch).to(device)
-            bare_times.append(bare_epochs(model, x, y, norm, config, params.seed, args.epochs))
+            bare = bare_epochs(model, x, y, norm, config, params.seed, args.epochs)
+            if repeat:
+                pipeline_times.append(result.train_time_s / args.epochs)
+                bare_times.append(bare)
         ours, bare = min(pipeline_times), min(bare_times)
         print(f"{name:6s} epoch: pipeline {ours:.3f} s, bare {bare:.3f} s -> {ours / bare:.3f}x "
               f"(all pipeline: {', '.join(f'{t:.3f}' for t in pipeline_times)}; "

@@ -12,11 +12,12 @@ budget (`--steps`: default one epoch of mnist-5k for mlp and lenet, 40 steps for
 epoch validation pass is in the time too; counted are the training images only. One warm-up run first
 (oneDNN builds its kernels on first use), then the minimum time of REPEATS runs.
 
-    python bench/throughput.py [--models mlp lenet resnet] [--variants default channels_last compile 1-thread]
+    python bench/throughput.py [--models mlp lenet resnet] [--variants default channels_last compile 1-thread foreach]
                                [--repeats 3] [--steps N]
 
 Variants (options tried; each is measured against `default` in the same run, runs interleaved):
-`channels_last` (the model in NHWC memory format), `compile` (torch.compile), `1-thread`.
+`channels_last` (the model in NHWC memory format), `compile` (torch.compile), `1-thread`, `foreach`
+(the optimizer update before it was fused).
 
 Data: data/parsed/mnist-5k and data/split/mnist-5k (from `dvc repro`).
 Goal (issue 6) at the default batch sizes: mlp >= 60%, lenet >= 25%, resnet >= 40% of the peak.
@@ -29,7 +30,10 @@ import math
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+from unittest.mock import patch
 
 import numpy as np
 import torch
@@ -43,7 +47,7 @@ from pipeline.data.split import load_split  # noqa: E402
 from pipeline.device import resolve_device, seed_everything  # noqa: E402
 from pipeline.inference import Normalization  # noqa: E402
 from pipeline.models import create_model  # noqa: E402
-from pipeline.training import Checkpointing, train  # noqa: E402
+from pipeline.training import OPTIMIZERS, Checkpointing, train  # noqa: E402
 
 DEFAULT_STEPS = {"resnet": 40}  # resnet: ~0.5 s per step on 2 cores; the others run one full epoch
 
@@ -85,9 +89,23 @@ def forward_macs(model: nn.Module, image_shape: tuple[int, int, int]) -> int:
 VARIANTS = {  # what each option changes before `train` runs, so options are compared in one run
     "default": "as the train stage runs",
     "channels_last": "the model's conv weights in channels-last (NHWC) memory format",
-    "compile": "torch.compile (the `compile: true` param); the warm-up run pays the compile time",
+    "compile": "torch.compile (the `compile: true` param); every run compiles anew, as a train stage does",
     "1-thread": "torch.set_num_threads(1)",
+    "foreach": "the optimizers' multi-tensor (foreach) update instead of the fused one (the loop before fused=True)",
 }
+
+
+def _foreach(make: Callable[..., torch.optim.Optimizer]) -> Callable[..., torch.optim.Optimizer]:
+    """The pipeline's optimizer `make` builds, switched to its multi-tensor (foreach) update before any step."""
+    def build(params: Any, config: TrainConfig) -> torch.optim.Optimizer:
+        optimizer = make(params, config)
+        for group in optimizer.param_groups:
+            group.update(fused=False, foreach=True)
+        return optimizer
+    return build
+
+
+FOREACH = {name: _foreach(make) for name, make in OPTIMIZERS.items()}
 
 
 def train_seconds(name: str, variant: str, config: TrainConfig, data: ParsedDataset,
@@ -103,7 +121,7 @@ def train_seconds(name: str, variant: str, config: TrainConfig, data: ParsedData
     if variant == "channels_last":
         model = model.to(memory_format=torch.channels_last)
     try:
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, patch.dict(OPTIMIZERS, FOREACH if variant == "foreach" else {}):
             result = train(model, data.images, data.labels, split, config, norm=norm, device=device, seed=seed,
                            live_dir=Path(tmp) / "live", desc=f"{name} {variant}",
                            checkpoint=Checkpointing(Path(tmp) / "last.pt", "bench"))
