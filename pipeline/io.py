@@ -1,4 +1,5 @@
-"""Atomic file and directory writes: an interrupted stage never leaves half-written outputs."""
+"""Atomic file and directory writes (an interrupted stage never leaves half-written outputs), and a
+background writer that runs such writes in order on one thread."""
 
 from __future__ import annotations
 
