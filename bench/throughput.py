@@ -22,8 +22,11 @@ Variants (options tried; each is measured against `default` in the same run, run
 Data: data/parsed/mnist-5k and data/split/mnist-5k (from `dvc repro`).
 Goal (issue 6) at the default batch sizes: mlp >= 60%, lenet >= 25%, resnet >= 40% of the peak.
 
-Runs so far, reference machine (2 CPU cores; torch 2.13.0+cpu, 2 threads), NOT idle: other jobs kept
-~50% of the cores busy (an idle run is still to be made; contention lowers every figure):
+Runs on the reference machine (2 CPU cores; torch 2.13.0+cpu, 2 threads):
+  idle window, --models mlp lenet --variants default foreach   (peak 254.3 GFLOP/s)
+    mlp    default 17.6% (36,788 images/s), foreach 18.2%
+    lenet  default  6.1% ( 9,129 images/s), foreach  5.4%
+other jobs keeping ~50% of the cores busy (contention lowers every figure):
   --models mlp lenet --variants default foreach 1-thread channels_last   (peak 240.7 GFLOP/s)
     mlp    default 20.9%, foreach 16.8%, 1-thread 15.7%, channels_last 19.4%   (default: 41,277 images/s)
     lenet  default  5.7%, foreach  5.4%, 1-thread  4.5%, channels_last  4.3%   (default:  8,099 images/s)
