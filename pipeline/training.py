@@ -3,17 +3,20 @@
 Data lives on the device as uint8 tensors and is sliced into batches by a seeded permutation (no
 per-sample Dataset/DataLoader); each epoch ends with a full validation pass, dvclive logging and a
 copy of the weights if validation loss improved, and (optionally) a last-state checkpoint that a
-rerun of the same settings resumes from. The best weights are loaded back at the end.
+rerun of the same settings resumes from; the dvclive files and the checkpoint are written by a
+background thread while the next epoch trains. The best weights are loaded back at the end.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
 import time
 from dataclasses import asdict, dataclass
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +30,21 @@ from tqdm import tqdm
 
 from pipeline.config import TrainConfig
 from pipeline.inference import Normalization, predict
+from pipeline.io import BackgroundWriter
 from pipeline.resume import load_checkpoint, save_checkpoint
 from pipeline.runtime import UserError
 from pipeline.transforms import random_angles, rotate
 
 log = logging.getLogger(__name__)
 
+# fused=True: one kernel per parameter tensor for the whole update instead of a handful of foreach
+# ops (2.5-3x faster steps for these small models; the same update up to float rounding). RMSprop has
+# no fused kernel.
 OPTIMIZERS = {
     "sgd": lambda params, c: torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov,
-                                             weight_decay=c.weight_decay),
-    "adam": lambda params, c: torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay),
-    "adamw": lambda params, c: torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay),
+                                             weight_decay=c.weight_decay, fused=True),
+    "adam": lambda params, c: torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay, fused=True),
+    "adamw": lambda params, c: torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay, fused=True),
     "rmsprop": lambda params, c: torch.optim.RMSprop(params, lr=c.lr, momentum=c.momentum,
                                                      weight_decay=c.weight_decay),
 }
@@ -80,6 +87,24 @@ def _set_rng_state(state: dict[str, Any], generator: torch.Generator, device: to
     generator.set_state(state["batches"])
     if "cuda" in state and device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the model's weights and buffers, unaffected by later training steps."""
+    return {key: value.detach().clone() for key, value in model.state_dict().items()}
+
+
+def _weighted_mean(batch_means: list[torch.Tensor], batch_size: int, rows: int) -> float:
+    """Mean over `rows` rows of per-batch means, batches of `batch_size` rows but the last (shorter)."""
+    weights = torch.full((len(batch_means),), float(batch_size), device=batch_means[0].device)
+    weights[-1] = rows - batch_size * (len(batch_means) - 1)
+    return (torch.stack(batch_means).float() @ weights).item() / rows
+
+
+def _log_epoch(live: Live, metrics: dict[str, float]) -> None:
+    for name, value in metrics.items():
+        live.log_metric(name, value)
+    live.next_step()
 
 
 def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, split: dict[str, np.ndarray],
@@ -130,17 +155,21 @@ def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, split: dict[
         history, first_epoch, step, elapsed = saved["history"], saved["epoch"] + 1, saved["step"], saved["elapsed"]
         log.info("resuming from %s after epoch %d of %d", checkpoint.path, saved["epoch"], epochs)
     for metrics in history:  # DVC deleted the killed run's dvclive files: write them again
-        for name, value in metrics.items():
-            live.log_metric(name, value)
-        live.next_step()
+        _log_epoch(live, metrics)
 
     start_time = time.perf_counter() - elapsed
-    with (live, tqdm(total=total_steps, initial=step, desc=desc, unit="batch", mininterval=1.0) as bar):
+    # dvclive's files and the checkpoint are written by a background thread while the next epoch trains:
+    # ~12 ms an epoch (dvclive ~4 ms, torch.save ~8 ms), a tenth of an mlp epoch on mnist-5k.
+    # Until writer.wait(), only the writer touches `live`.
+    with (live, tqdm(total=total_steps, initial=step, desc=desc, unit="batch", mininterval=1.0) as bar,
+          BackgroundWriter() as writer):
         for epoch in range(first_epoch, epochs + 1):
             # ---- one pass over the training rows in a fresh random order (the last may stop at `steps`)
             model.train()
-            loss_sum = torch.zeros((), device=device)  # accumulated on the device: no sync per step
-            correct = torch.zeros((), device=device, dtype=torch.long)
+            # Per-step statistics stay on the device (no sync per step) and cost one op per step:
+            # each batch's mean loss is kept, each prediction written into place; summed once an epoch.
+            losses: list[torch.Tensor] = []
+            predicted = torch.empty(n, device=device, dtype=torch.long)  # (n,) in this epoch's order
             order = torch.randperm(n, generator=generator).to(device)
             seen = 0
             for start in range(0, n, config.batch_size):
@@ -162,43 +191,45 @@ def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, split: dict[
                 optimizer.step()
                 scheduler.step()
                 step += 1
+                losses.append(loss.detach())
+                torch.argmax(logits.detach(), 1, out=predicted[seen:seen + len(batch)])
                 seen += len(batch)
-                loss_sum += loss.detach().float() * len(batch)
-                correct += (logits.argmax(1) == targets).sum()
                 bar.update()
 
             # ---- full validation pass
             val_logits = predict(model, x_val, norm, config.batch_size)
             metrics = {
-                "train/loss": loss_sum.item() / seen,
-                "train/accuracy": correct.item() / seen,
+                "train/loss": _weighted_mean(losses, config.batch_size, seen),
+                "train/accuracy": (predicted[:seen] == y_train[order[:seen]]).float().mean().item(),
                 "val/loss": F.cross_entropy(val_logits, y_val).item(),
                 "val/accuracy": (val_logits.argmax(1) == y_val).float().mean().item(),
             }
             history.append(metrics)
-            for name, value in metrics.items():
-                live.log_metric(name, value)
-            live.next_step()
+            writer.submit(partial(_log_epoch, live, metrics))
             bar.set_postfix(epoch=epoch, val_loss=f"{metrics['val/loss']:.4f}",
                             val_acc=f"{metrics['val/accuracy']:.4f}")
 
             # ---- keep the best weights by validation loss
             if metrics["val/loss"] < best.best_val_loss:
                 best = TrainResult(epoch, metrics["val/loss"], metrics["val/accuracy"], 0.0)
-                best_state = {key: value.detach().clone() for key, value in model.state_dict().items()}
+                best_state = _copy_state(model)
 
-            # ---- last-state checkpoint: everything needed to go on as if never stopped
+            # ---- last-state checkpoint: everything needed to go on as if never stopped. A copy of this
+            # moment's state (training goes on changing the tensors in place) is saved in the background.
             if checkpoint:
-                save_checkpoint(checkpoint.path, {
+                state = {
                     "fingerprint": checkpoint.fingerprint, "epoch": epoch, "step": step,
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": _rng_state(generator, device),
-                    "best": asdict(best), "best_state": best_state, "history": history,
+                    "model": _copy_state(model),
+                    "optimizer": copy.deepcopy(optimizer.state_dict()),
+                    "scheduler": copy.deepcopy(scheduler.state_dict()), "rng": _rng_state(generator, device),
+                    "best": asdict(best), "best_state": best_state, "history": list(history),
                     "elapsed": time.perf_counter() - start_time,
-                })
+                }
+                writer.submit(partial(save_checkpoint, checkpoint.path, state))
             if on_epoch:
                 on_epoch(epoch)
 
+        writer.wait()
         best.train_time_s = time.perf_counter() - start_time
         live.summary["best"] = {"epoch": best.best_epoch, "val/loss": best.best_val_loss,
                                 "val/accuracy": best.best_val_accuracy}

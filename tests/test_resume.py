@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,7 @@ def test_step_budget_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     real_save = training.save_checkpoint
 
     def save_then_die(path: Path, state: dict) -> None:
+        time.sleep(0.3)  # the next epoch trains meanwhile: what is saved must be this epoch's state
         real_save(path, state)
         if state["epoch"] == 2:
             raise KeyboardInterrupt  # killed right after the epoch-2 checkpoint
