@@ -23,7 +23,11 @@ Runs on the reference machine (2 CPU cores; torch 2.13.0+cpu), defaults:
   `--threads 1 --repeats 3`, one of the two cores busy with another job all the while, this code:
     mlp    epoch: pipeline 0.110 s, bare 0.095 s -> 1.160x; with synchronous writes 0.114 s -> 1.202x
     lenet  epoch: pipeline 0.514 s, bare 0.480 s -> 1.069x; with synchronous writes 0.517 s -> 1.076x
-The goal (<= 1.1x) is NOT met at 2 threads: the background writer takes 10 ms of mlp's ~25 ms of
+  otherwise idle machine, later (after merging; `python bench/loop_overhead.py`), this code:
+    mlp    epoch: pipeline 0.096 s, bare 0.075 s -> 1.289x; with synchronous writes 0.094 s -> 1.250x
+    lenet  epoch: pipeline 0.387 s, bare 0.346 s -> 1.120x; with synchronous writes 0.385 s -> 1.113x
+The goal (<= 1.1x) is NOT met at 2 threads; in the later idle run the background writer made no
+measurable difference (within the ~5% noise). In the first run: the background writer takes 10 ms of mlp's ~25 ms of
 per-epoch cost, but the bare epoch got faster too (fused optimizer), so the ratio barely moved. What is
 left (~15 ms an epoch for mlp): the validation pass, the state copies, the hand-off to the writer.
 """
