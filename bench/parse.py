@@ -15,17 +15,20 @@ parse's peak memory. Every ratio is measured in the same run.
 
 Last runs: `python bench/parse.py`, reference machine (2 CPU cores, no other job running, no GPU).
 This machine's speed drifts by up to 2x over minutes, and the Python-heavy baselines drift more than
-NumPy code, so the amat readers now run interleaved, min of 3. Two runs, minutes apart:
-  idx  ours 60,000 images in 0.31 / 0.43 s; per image 87x / 127x faster than seed 001
-  idx  gzip inflate alone 0.28 / 0.37 s: no reader of the .gz can beat seed 001 by more than 99x / 148x
-  amat 12,000 rows (236 MB): ours 0.59 / 0.60 s; np.loadtxt 4.3x / 6.9x; seed 000 lists 6.1x / 9.1x
-  amat peak memory 14.1 / 13.9 MB for 9.5 MB of parsed arrays (1.48x / 1.46x)
-(the first run before the int16 exponent rewrite, single runs; the second after it, interleaved)
-Goals: amat memory <= 2x: met. amat >= 5x np.loadtxt: met in the second run only; >= 10x seed 000:
-NOT met (6.1x to 9.1x). idx >= 1000x seed 001: NOT met and not reachable by any reader of the published
-.gz: inflating it with zlib alone takes 1/100 to 1/150 of seed 001's time, as the second idx line shows.
-Tried and dropped: two threads over the amat blocks (1.2x: the per-block NumPy calls hold the GIL),
-pyarrow.csv (1.3 s: 785 columns suit it badly), pandas' C reader (0.9 s).
+NumPy code, so the amat readers run interleaved, min of 3. Three runs, a minute apart:
+  idx  ours 60,000 images in 0.45 / 0.41 / 0.57 s; per image 114x / 137x / 112x faster than seed 001
+  idx  gzip inflate alone 0.36 / 0.37 / 0.42 s: no reader of the .gz can beat seed 001 by more than
+       141x / 150x / 150x, as this line shows
+  amat 12,000 rows (236 MB): ours 0.49 / 0.53 / 0.59 s; np.loadtxt 8.0x / 6.8x / 6.2x; seed 000 lists
+       11.3x / 11.5x / 7.3x
+  amat peak memory 11.7 MB for 9.5 MB of parsed arrays (1.23x)
+Goals: amat memory <= 2x: met. amat >= 5x np.loadtxt: met. amat >= 10x seed 000: met in two runs of
+three, not reliably. idx >= 1000x seed 001: NOT met and not reachable by any reader of the published
+.gz: inflating it with zlib alone takes about 1/150 of seed 001's time.
+Tried and dropped: two threads over the amat blocks (1.1-1.2x, measured twice: the per-block NumPy
+calls hold the GIL between ufunc loops), the same arithmetic in torch with its 2 intra-op threads
+(slower: gathering the strided bytes dominates), pyarrow.csv (1.3 s: 785 columns suit it badly),
+pandas' C reader (0.9 s).
 """
 
 from __future__ import annotations

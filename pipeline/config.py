@@ -112,6 +112,7 @@ class PlotConfig(Section):
 class Params(Section):
     seed: Seed
     device: Literal["auto", "cpu", "cuda", "mps"]
+    checkpoint_every_s: Annotated[float, Field(ge=0)]  # training seconds between resume checkpoints
     run: RunConfig
     split: SplitConfig
     models: dict[str, TrainConfig]

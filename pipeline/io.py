@@ -1,15 +1,12 @@
-"""Atomic file and directory writes (an interrupted stage never leaves half-written outputs), and a
-background writer that runs such writes in order on one thread."""
+"""Atomic file and directory writes: an interrupted stage never leaves half-written outputs."""
 
 from __future__ import annotations
 
 import json
 import os
-import queue
 import shutil
 import tempfile
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -44,54 +41,6 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-
-
-class BackgroundWriter:
-    """Runs jobs (file writes) one at a time, in order, on one thread, so they overlap the caller's work.
-
-    The first job that raises stops the writer: later jobs are dropped and the error is raised in the
-    caller by the next submit() or wait(). Use as a context manager: leaving the block waits for every
-    queued job (on an error in the block too, so a queued checkpoint is still written whole).
-    """
-
-    def __init__(self) -> None:
-        self._jobs: queue.Queue[Callable[[], object] | None] = queue.Queue()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="background-writer", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            if self._error is None:
-                try:
-                    job()
-                except BaseException as err:  # noqa: BLE001 -- handed to the caller's thread, not swallowed
-                    self._error = err
-            self._jobs.task_done()
-
-    def _raise_error(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def submit(self, job: Callable[[], object]) -> None:
-        """Queue `job`; raises the error of an earlier job instead, if one failed."""
-        self._raise_error()
-        self._jobs.put(job)
-
-    def wait(self) -> None:
-        """Block until every queued job has run; raise the first error among them."""
-        self._jobs.join()
-        self._raise_error()
-
-    def __enter__(self) -> BackgroundWriter:
-        return self
-
-    def __exit__(self, error_type: type[BaseException] | None, *_: object) -> None:
-        self._jobs.join()
-        self._jobs.put(None)
-        self._thread.join()
-        if error_type is None:
-            self._raise_error()
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:

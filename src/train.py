@@ -39,7 +39,8 @@ def main() -> None:
     seed_everything(params.seed)  # before building: weight init is part of the run
     model = create_model(args.model, data.image_shape, len(data.classes), **config.arch)
     checkpoint = args.checkpoint and Checkpointing(args.checkpoint, fingerprint(
-        args.model, config, params.seed, {"images": data.images, "labels": data.labels, **split}))
+        args.model, config, params.seed, {"images": data.images, "labels": data.labels, **split}),
+        params.checkpoint_every_s)
     train(model, data.images, data.labels, split, config, norm=norm, device=device, seed=params.seed,
           live_dir=args.live, desc=f"{data.name}/{args.model}", checkpoint=checkpoint)
     save_model(args.out, model, meta={

@@ -45,10 +45,13 @@ def stages_run(output: str) -> set[str]:
 
 
 def edit_params(repo: Path, **changes: object) -> None:
-    """Set models.<model>.<key> values given as model__key=value, or <section>__<key>=value."""
+    """Set models.<model>.<key> values given as model__key=value, <section>__<key>=value, or top-level keys."""
     yaml = YAML()  # round-trip: keeps the comments, as `dvc exp run -S` does
     params = yaml.load(repo / "params.yaml")
     for dotted, value in changes.items():
+        if "__" not in dotted:
+            params[dotted] = value
+            continue
         section, key = dotted.split("__")
         (params["models"][section] if section in params["models"] else params[section])[key] = value
     yaml.dump(params, repo / "params.yaml")
@@ -98,7 +101,7 @@ def test_outputs_are_written(repo: Path) -> None:
 
 def test_one_param_change_reruns_only_that_model(repo: Path) -> None:
     before = json.loads((repo / "results" / DATASET / "mlp" / "metrics.json").read_text())
-    edit_params(repo, mlp__lr=0.01)
+    edit_params(repo, mlp__lr=0.01, checkpoint_every_s=0.0)  # the checkpoint interval changes no result
 
     # Only the stage whose params changed is out of date before anything runs...
     status = json.loads(dvc("status", "--json", cwd=repo).strip().splitlines()[-1])
@@ -163,7 +166,8 @@ def test_killed_train_stage_resumes_to_the_same_result(repo: Path) -> None:
     """SIGKILL the train stage (dvc and its child) after an epoch checkpoint; the next `dvc repro`
     resumes and ends with the weights and training log of a run that was never stopped. (Last in the
     module: it leaves the workspace changed.)"""
-    edit_params(repo, mlp__epochs=40, mlp__lr=0.02)  # settings no run-cache entry holds; ~0.1 s per epoch
+    # settings no run-cache entry holds; ~0.1 s per epoch, a checkpoint after each
+    edit_params(repo, mlp__epochs=40, mlp__lr=0.02, checkpoint_every_s=0.0)
     checkpoint = repo / ".checkpoints" / DATASET / "mlp.pt"
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     dvc_run = subprocess.Popen([sys.executable, "-m", "dvc", "repro", f"train@{DATASET}-mlp"], cwd=repo, env=env,

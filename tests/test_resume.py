@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +25,10 @@ CONFIG = TrainConfig(steps=50, batch_size=16, optimizer="sgd", lr=0.05, momentum
 
 
 def fit(data: ParsedDataset, split: dict[str, np.ndarray], live: Path, config: TrainConfig = CONFIG,
-        checkpoint: Path | None = None) -> torch.nn.Module:
+        checkpoint: Path | None = None, every_s: float = 0.0) -> torch.nn.Module:
     seed_everything(0)
     model = create_model("mlp", data.image_shape, 10, **config.arch)
-    ckpt = checkpoint and training.Checkpointing(checkpoint, fingerprint("mlp", config, 0, split))
+    ckpt = checkpoint and training.Checkpointing(checkpoint, fingerprint("mlp", config, 0, split), every_s)
     training.train(model, data.images, data.labels, split, config, norm=Normalization.fit(data.images),
                    device=CPU, seed=0, live_dir=live, checkpoint=ckpt)
     return model
@@ -78,7 +77,6 @@ def test_step_budget_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     real_save = training.save_checkpoint
 
     def save_then_die(path: Path, state: dict) -> None:
-        time.sleep(0.3)  # the next epoch trains meanwhile: what is saved must be this epoch's state
         real_save(path, state)
         if state["epoch"] == 2:
             raise KeyboardInterrupt  # killed right after the epoch-2 checkpoint
@@ -106,3 +104,15 @@ def test_step_budget_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     for (key, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), key
     assert not any(torch.equal(a, b) for a, b in zip(reference.parameters(), fresh_other.parameters()))
+
+
+def test_checkpoint_interval(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, synthetic: ParsedDataset,
+                             synthetic_split: dict[str, np.ndarray]) -> None:
+    """every_s=0 saves after every epoch; an interval longer than the run saves nothing."""
+    monkeypatch.chdir(tmp_path)
+    saved: list[int] = []
+    monkeypatch.setattr(training, "save_checkpoint", lambda path, state: saved.append(state["epoch"]))
+    fit(synthetic, synthetic_split, tmp_path / "every", checkpoint=tmp_path / "a.pt", every_s=0.0)
+    assert saved == [1, 2, 3]
+    fit(synthetic, synthetic_split, tmp_path / "never", checkpoint=tmp_path / "b.pt", every_s=3600.0)
+    assert saved == [1, 2, 3]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,6 @@ from pipeline.data.parsed import ParsedDataset
 from pipeline.device import seed_everything
 from pipeline.evaluation import confusion_matrix, confusion_records, evaluate
 from pipeline.inference import Normalization, predict
-from pipeline.io import BackgroundWriter
 from pipeline.models import create_model
 from pipeline.plots import read_dvclive_history
 from pipeline.training import TrainResult, train
@@ -180,22 +178,3 @@ def test_confusion_matrix_counts() -> None:
     np.testing.assert_array_equal(confusion_matrix(labels, predictions, 3), [[1, 1, 0], [0, 1, 0], [1, 0, 2]])
     assert confusion_records(labels[:2], predictions[:2], ["zero", "one", "two"]) == [
         {"actual": "zero", "predicted": "zero"}, {"actual": "zero", "predicted": "one"}]
-
-
-def test_background_writer_runs_jobs_in_order_and_stops_at_the_first_error() -> None:
-    done: list[int] = []
-
-    def fail() -> None:
-        raise OSError("disk full")
-
-    with pytest.raises(OSError, match="disk full"), BackgroundWriter() as writer:
-        writer.submit(lambda: (time.sleep(0.05), done.append(1)))
-        writer.submit(lambda: done.append(2))
-        writer.submit(fail)
-        writer.submit(lambda: done.append(3))  # dropped: an earlier job failed
-        writer.wait()
-    assert done == [1, 2]
-
-    with BackgroundWriter() as writer:  # leaving the block waits for queued jobs
-        writer.submit(lambda: (time.sleep(0.05), done.append(4)))
-    assert done == [1, 2, 4]
