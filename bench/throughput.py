@@ -7,7 +7,7 @@ hooks from the shapes the layers actually see, x 2 (a multiply-add is two FLOPs)
 costs about twice the forward: gradients of the inputs and of the weights). Batch norm, pooling,
 activations, the loss and the optimizer are not counted: they are work too, but not the matmul-shaped
 work the peak measures. Images/s: `pipeline.training.train` as the train stage calls it (params.yaml's
-section of the model, mnist-5k; dvclive logging and the last-state checkpoint included), over a step
+section of the model, mnist-5k; dvclive logging and the resume checkpoint as `checkpoint_every_s` schedules it), over a step
 budget (`--steps`: default one epoch of mnist-5k for mlp and lenet, 40 steps for resnet), so the end-of-
 epoch validation pass is in the time too; counted are the training images only. One warm-up run first
 (oneDNN builds its kernels on first use), then the minimum time of REPEATS runs.
@@ -128,7 +128,8 @@ FOREACH = {name: _foreach(make) for name, make in OPTIMIZERS.items()}
 
 
 def train_seconds(name: str, variant: str, config: TrainConfig, data: ParsedDataset,
-                  split: dict[str, np.ndarray], norm: Normalization, device: torch.device, seed: int) -> float:
+                  split: dict[str, np.ndarray], norm: Normalization, device: torch.device, seed: int,
+                  checkpoint_every_s: float) -> float:
     """Seconds `train` takes (its own clock) for model `name` with option `variant` applied."""
     threads = torch.get_num_threads()
     if variant == "1-thread":
@@ -143,7 +144,7 @@ def train_seconds(name: str, variant: str, config: TrainConfig, data: ParsedData
         with tempfile.TemporaryDirectory() as tmp, patch.dict(OPTIMIZERS, FOREACH if variant == "foreach" else {}):
             result = train(model, data.images, data.labels, split, config, norm=norm, device=device, seed=seed,
                            live_dir=Path(tmp) / "live", desc=f"{name} {variant}",
-                           checkpoint=Checkpointing(Path(tmp) / "last.pt", "bench"))
+                           checkpoint=Checkpointing(Path(tmp) / "last.pt", "bench", checkpoint_every_s))
     finally:
         torch.set_num_threads(threads)
     return result.train_time_s
@@ -181,7 +182,8 @@ def main() -> None:
         times: dict[str, list[float]] = {variant: [] for variant in args.variants}
         for repeat in range(args.repeats + 1):  # variants alternate; the first round is the warm-up
             for variant in args.variants:
-                seconds = train_seconds(name, variant, config, data, split, norm, device, params.seed)
+                seconds = train_seconds(name, variant, config, data, split, norm, device, params.seed,
+                                        params.checkpoint_every_s)
                 if repeat:
                     times[variant].append(seconds)
         for variant, runs in times.items():
