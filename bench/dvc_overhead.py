@@ -14,15 +14,16 @@ Measures, each the minimum of --repeats runs (the least disturbed by other work)
 
 Goal (issue 6): <= 1.5 s for the no-op `dvc repro` of the full default matrix.
 
-Last run, reference machine (2 CPU cores, otherwise idle; DVC 3.67.1), `--repeats 5`:
-  `dvc --version`                                 0.20 s
-  no-op `dvc repro`, this project                 1.84 s   (14 stages, 206 dependency entries; goal <= 1.5 s)
-  no-op `dvc repro`, 1 trivial stage, 1 dep       0.90 s
-  no-op `dvc repro`, 14 stages x 1 dep            1.02 s   -> 10 ms per stage
-  no-op `dvc repro`, 14 stages x 15 deps          1.35 s   -> 1.7 ms per dependency entry
-  model for this project: 0.90 + 13 x 0.010 + 192 x 0.0017 = 1.34 s (measured 1.84 s)
-  rewrite of a small file: .dvc/tmp 1.349 ms, /dev/shm 0.023 ms; DVC rewrites .dvc/tmp/rwlock 16 times
-  per stage: 0.30 s here
+Last runs, reference machine (2 CPU cores, otherwise idle; DVC 3.67.1), `--repeats 5`, this day / an
+earlier day:
+  `dvc --version`                                 0.21 s / 0.20 s
+  no-op `dvc repro`, this project                 1.69 s / 1.84 s  (14 stages, 206 dependency entries)
+  no-op `dvc repro`, 1 trivial stage, 1 dep       0.81 s / 0.90 s
+  no-op `dvc repro`, 14 stages x 1 dep            1.01 s / 1.02 s  -> 15 / 10 ms per stage
+  no-op `dvc repro`, 14 stages x 15 deps          1.45 s / 1.35 s  -> 2.2 / 1.7 ms per dependency entry
+  model for this project: 1.44 s / 1.34 s (measured 1.69 s / 1.84 s)
+  rewrite of a small file: .dvc/tmp 1.383 / 1.349 ms, /dev/shm 0.032 / 0.023 ms; DVC rewrites
+  .dvc/tmp/rwlock 16 times per stage: 0.31 / 0.30 s
 The goal is NOT met. See the README ("Pipeline overhead and the caches") for the breakdown.
 """
 
