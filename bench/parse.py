@@ -16,15 +16,21 @@ parse's peak memory. Every ratio is measured in the same run.
 Last runs: `python bench/parse.py`, reference machine (2 CPU cores, no other job running, no GPU).
 This machine's speed drifts by up to 2x over minutes, and the Python-heavy baselines drift more than
 NumPy code, so the amat readers run interleaved, min of 3. Three runs, a minute apart:
-  idx  ours 60,000 images in 0.45 / 0.41 / 0.57 s; per image 114x / 137x / 112x faster than seed 001
-  idx  gzip inflate alone 0.36 / 0.37 / 0.42 s: no reader of the .gz can beat seed 001 by more than
-       141x / 150x / 150x, as this line shows
-  amat 12,000 rows (236 MB): ours 0.49 / 0.53 / 0.59 s; np.loadtxt 8.0x / 6.8x / 6.2x; seed 000 lists
-       11.3x / 11.5x / 7.3x
+  idx  ours 60,000 images in 0.35 / 0.33 / 0.33 s; per image 167x / 102x / 88x faster than seed 001
+  idx  gzip inflate alone 0.29 / 0.33 / 0.28 s: no reader of the .gz can beat seed 001 by more than
+       207x / 101x / 103x, as this line shows
+  amat 12,000 rows (236 MB): ours 0.41 / 0.41 / 0.38 s; np.loadtxt 7.1x / 6.5x / 6.6x; seed 000 lists
+       11.1x / 9.0x / 9.4x
   amat peak memory 11.7 MB for 9.5 MB of parsed arrays (1.23x)
-Goals: amat memory <= 2x: met. amat >= 5x np.loadtxt: met. amat >= 10x seed 000: met in two runs of
-three, not reliably. idx >= 1000x seed 001: NOT met and not reachable by any reader of the published
-.gz: inflating it with zlib alone takes about 1/150 of seed 001's time.
+Goals: amat memory <= 2x: met. amat >= 5x np.loadtxt: met. amat >= 10x seed 000: met in one run of
+three (9.0x-11.1x), NOT reliably. idx >= 1000x seed 001: NOT met and not reachable by any reader of the
+published .gz: inflating it with zlib alone takes 1/100 to 1/200 of seed 001's time.
+What made the amat reader faster this time (0.49-0.59 s -> 0.38-0.41 s on the same file): one reused
+read buffer (readinto) instead of three copies of every chunk (0.15 -> 0.04 s of I/O and copying), a
+multiply-shift SWAR with in-place operations, and np.take(mode="clip") for the exponent table. What is
+left: ~45 NumPy operations per 20,000-token block; a third of the time is the allocator handing back
+fresh pages for the 160 KB temporaries (with glibc's MALLOC_TOP_PAD_ raised, a block parses in 600
+instead of 830 us).
 Tried and dropped: two threads over the amat blocks (1.1-1.2x, measured twice: the per-block NumPy
 calls hold the GIL between ufunc loops), the same arithmetic in torch with its 2 intra-op threads
 (slower: gathering the strided bytes dominates), pyarrow.csv (1.3 s: 785 columns suit it badly),

@@ -168,17 +168,24 @@ def _eight_digits(columns: np.ndarray) -> np.ndarray | None:
     None unless every byte is a digit. `columns` may be a strided view whose rows are contiguous."""
     # Byte k = k-th character (little endian). XOR with '0' leaves each digit's value in its byte; a byte
     # was a digit iff that value is <= 9: no high nibble, and adding 6 does not carry into one.
+    # In-place operations: a fresh 160 KB temporary per operation costs more than the operation.
     x = columns.view("<u8").ravel() ^ _SWAR_ONES
-    if ((x | (x + _SWAR_SIXES)) & _SWAR_HIGH).any():
+    bad = x + _SWAR_SIXES
+    bad |= x
+    bad &= _SWAR_HIGH
+    if bad.any():
         return None
     # Pairs, then quads, then octets: each multiply adds 10x (100x, 10000x) the earlier digit group to
     # the later one; the shift and mask keep the sums.
-    x = ((x * np.uint64(10 << 8 | 1)) >> np.uint64(8)) & np.uint64(0x00FF00FF00FF00FF)
-    x = ((x * np.uint64(100 << 16 | 1)) >> np.uint64(16)) & np.uint64(0x0000FFFF0000FFFF)
-    return (x * np.uint64(10000 << 32 | 1)) >> np.uint64(32)
+    for multiplier, shift, mask in ((10 << 8 | 1, 8, 0x00FF00FF00FF00FF), (100 << 16 | 1, 16, 0x0000FFFF0000FFFF),
+                                    (10000 << 32 | 1, 32, 0xFFFFFFFF)):
+        x *= np.uint64(multiplier)
+        x >>= np.uint64(shift)
+        x &= np.uint64(mask)
+    return x
 
 
-def _fixed_width_values(block: bytes) -> np.ndarray | None:
+def _fixed_width_values(block: memoryview) -> np.ndarray | None:
     """(rows, 785) float64 of whole lines written as fixed-width `d.dddddddd...e±dd` tokens (numpy savetxt's
     `%.18e`), converted with whole-column integer arithmetic; None if the block has any other layout.
 
@@ -186,11 +193,11 @@ def _fixed_width_values(block: bytes) -> np.ndarray | None:
     1e-5 of a rounding tie is re-read exactly with float(), so round(x*255) equals a full-precision parse.
     The digits past the ninth are therefore not checked one by one; the layout (separators, '.', 'e',
     exponent sign and digits, row length) is checked for every token."""
-    line = block.find(b"\n") + 1
+    line = bytes(block[:1 << 17]).find(b"\n") + 1  # tokens of up to 166 characters
     if line == 0 or line % AMAT_VALUES or len(block) % line:
         return None
     width = line // AMAT_VALUES  # token plus its separator
-    first = block[:width - 1]
+    first = bytes(block[:width - 1])
     e = first.find(b"e")
     if first[1:2] != b"." or e < 10 or first[e + 1:e + 2] not in (b"+", b"-") or e + 3 > width - 1:
         return None
@@ -210,14 +217,19 @@ def _fixed_width_values(block: bytes) -> np.ndarray | None:
     exponent = (tens.astype(np.int16) * 10 + ones) * (44 - sign.astype(np.int16))
     if exponent.min() < -56 or exponent.max() > 56:  # the table covers 10**-64 .. 10**64 after the -8 shift
         return None
-    values = (lead * 1e8 + fraction) * _POW10[exponent + (64 - 8)]  # integers < 2**53: exact in float64
-    scaled = values * 255
-    for i in np.flatnonzero(np.abs(np.abs(scaled - np.rint(scaled)) - 0.5) < 1e-5):  # near a tie: rare
-        values[i] = float(block[i * width:(i + 1) * width - 1])
+    mantissa = fraction + lead * np.uint64(10**8)  # nine digits: exact as an int64, and in float64
+    values = mantissa.view(np.int64) * np.take(_POW10, exponent + (64 - 8), mode="clip")  # clip: no range checks
+    off_tie = values * 255  # |distance of x*255 from the nearest k + 1/2|, computed in place
+    off_tie -= np.rint(off_tie)
+    np.abs(off_tie, out=off_tie)
+    off_tie -= 0.5
+    np.abs(off_tie, out=off_tie)
+    for i in np.flatnonzero(off_tie < 1e-5):  # near a tie: rare
+        values[i] = float(bytes(block[i * width:(i + 1) * width - 1]))
     return values.reshape(-1, AMAT_VALUES)
 
 
-def _general_values(block: bytes, source: str, first_row: int) -> np.ndarray:
+def _general_values(block: memoryview, source: str, first_row: int) -> np.ndarray:
     """(rows, 785) float64 of whole lines in any whitespace-separated float layout (NumPy's C reader)."""
     try:
         values = np.loadtxt(io.BytesIO(block), dtype=np.float64, ndmin=2)
@@ -231,24 +243,35 @@ def _general_values(block: bytes, source: str, first_row: int) -> np.ndarray:
 def parse_amat(stream: BinaryIO, rows: int, source: str) -> tuple[np.ndarray, np.ndarray]:
     """An .amat text stream of exactly `rows` rows -> pixels uint8 (rows, 784), labels int64 (rows,).
 
-    Read in chunks of whole lines straight into preallocated arrays, so memory stays near the size of
-    the result. Pixels in [0, 1] become round(x * 255): the 8-bit grey levels the other formats have."""
+    Read in chunks of whole lines into one reused buffer and parsed straight into preallocated arrays,
+    so memory stays near the size of the result. Pixels in [0, 1] become round(x * 255): the 8-bit grey
+    levels the other formats have."""
     pixels, labels = np.empty((rows, AMAT_VALUES - 1), np.uint8), np.empty(rows, np.int64)
-    done, rest = 0, b""
+    done = 0
+    buf = bytearray(2 * AMAT_CHUNK)
+    have = 0  # bytes of an unfinished line kept at the front of buf
     while True:
-        chunk = stream.read(AMAT_CHUNK)
-        block = rest + chunk
-        cut = block.rfind(b"\n") + 1 if chunk else len(block)
-        block, rest = block[:cut], block[cut:]
-        if block and not block.isspace():
-            values = _fixed_width_values(block)
-            if values is None:
-                values = _general_values(block, source, done)
-            if done + len(values) > rows:
-                raise UserError(f"{source}: more than the {rows} rows this file has when published")
-            _store_amat_rows(values, pixels[done:done + len(values)], labels[done:done + len(values)], source, done)
-            done += len(values)
-        if not chunk:
+        if len(buf) - have < AMAT_CHUNK:  # a line longer than a chunk: make room
+            buf += bytes(len(buf))
+        with memoryview(buf) as view:
+            got = stream.readinto(view[have:have + AMAT_CHUNK])
+        end = have + got
+        cut = buf.rfind(b"\n", 0, end) + 1 if got else end  # whole lines; at the end, whatever is left
+        with memoryview(buf) as view:
+            block = view[:cut]
+            if cut and not (bytes(block[:64]).isspace() and bytes(block).isspace()):
+                values = _fixed_width_values(block)
+                if values is None:
+                    values = _general_values(block, source, done)
+                if done + len(values) > rows:
+                    raise UserError(f"{source}: more than the {rows} rows this file has when published")
+                _store_amat_rows(values, pixels[done:done + len(values)], labels[done:done + len(values)], source,
+                                 done)
+                done += len(values)
+            block.release()
+        buf[:end - cut] = buf[cut:end]
+        have = end - cut
+        if not got:
             break
     if done != rows:
         raise UserError(f"{source}: {done} rows, expected {rows}; truncated?")
@@ -264,7 +287,8 @@ def _store_amat_rows(values: np.ndarray, pixels: np.ndarray, labels: np.ndarray,
     if not np.array_equal(y, np.rint(y)) or y.min() < 0 or y.max() > 9:
         bad = first + int(np.flatnonzero((y != np.rint(y)) | (y < 0) | (y > 9))[0]) + 1
         raise UserError(f"{source}: row {bad}: label {float(values[bad - first - 1, -1])} is not one of 0..9")
-    np.rint(x * 255, out=x)
+    x *= 255
+    np.rint(x, out=x)
     pixels[:] = x
     labels[:] = y
 
