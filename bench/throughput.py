@@ -38,6 +38,12 @@ otherwise idle machine, after merging: `python bench/throughput.py --variants de
     mlp    default 19.2% (41,809 images/s), channels_last 20.2%
     lenet  default  6.3% ( 9,816 images/s), channels_last  6.5%
     resnet default 49.5% (   176 images/s), channels_last 48.2%
+this session, `--variants default`, alternating with the code before it (background writer, checkpoint and
+  dvclive next_step() every epoch) in one window of the otherwise idle machine, peak ~257 GFLOP/s:
+    mlp    23.0% / 21.1%   (before: 19.3% / 16.2%)
+    lenet   6.6% /  6.5%   (before:  6.5% /  6.2%)
+    resnet 49.4%           (before: 47.5%)
+  half an hour earlier, a slower window: mlp 14.3% / 15.1%, lenet 4.5% / 4.4%, resnet 37.9% / 40.3%
 Goals: resnet >= 40%: met. mlp >= 60% and lenet >= 25%: NOT met; see the README's "Training speed"
 for where the time goes and what was tried.
 """
