@@ -28,9 +28,8 @@ published .gz: inflating it with zlib alone takes 1/100 to 1/200 of seed 001's t
 What made the amat reader faster this time (0.49-0.59 s -> 0.38-0.41 s on the same file): one reused
 read buffer (readinto) instead of three copies of every chunk (0.15 -> 0.04 s of I/O and copying), a
 multiply-shift SWAR with in-place operations, and np.take(mode="clip") for the exponent table. What is
-left: ~45 NumPy operations per 20,000-token block; a third of the time is the allocator handing back
-fresh pages for the 160 KB temporaries (with glibc's MALLOC_TOP_PAD_ raised, a block parses in 600
-instead of 830 us).
+left: ~45 NumPy operations per 20,000-token block. Tried and dropped: reusing work arrays to cut the
+160 KB temporaries from ~10 to 4 per block (no measurable change in the full parse).
 Tried and dropped: two threads over the amat blocks (1.1-1.2x, measured twice: the per-block NumPy
 calls hold the GIL between ufunc loops), the same arithmetic in torch with its 2 intra-op threads
 (slower: gathering the strided bytes dominates), pyarrow.csv (1.3 s: 785 columns suit it badly),
