@@ -1,9 +1,10 @@
 """Last-state checkpoints, so a killed train stage resumes where it stopped and ends as if never stopped.
 
 The checkpoint lives at a path that is not a DVC output (DVC deletes a stage's outputs before running
-it, and a `persist` output would turn off the run-cache), is rewritten atomically after every epoch and
-is removed by the stage once its outputs are written. A fingerprint of everything that shapes the run
-(model name, its params section, seed, data and split) guards against resuming another run's state.
+it, and a `persist` output would turn off the run-cache), is rewritten atomically after an epoch (at
+most every `checkpoint_every_s` seconds of params.yaml) and is removed by the stage once its outputs
+are written. A fingerprint of everything that shapes the run (model name, its params section, seed,
+data and split) guards against resuming another run's state.
 """
 
 from __future__ import annotations

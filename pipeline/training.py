@@ -122,9 +122,9 @@ def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, split: dict[
 
     `images` uint8 (N, H, W) and `labels` int64 (N,) hold the whole dataset; `seed` fixes the
     batch order (weight init is seeded by the caller before building the model). With `checkpoint`,
-    the full state is saved after every epoch and a matching saved state is resumed from.
-    `on_epoch(epoch)`, if given, is called after each epoch's checkpoint (bench/ uses it to score the
-    weights as training goes).
+    the full state is saved after an epoch once `checkpoint.every_s` seconds have passed since the last
+    save, and a matching saved state is resumed from. `on_epoch(epoch)`, if given, is called at the end
+    of each epoch (bench/ uses it to score the weights as training goes).
     """
     # ---- data on the device, once
     x_train, y_train, x_val, y_val = (
