@@ -255,9 +255,8 @@ def parse_amat(stream: BinaryIO, rows: int, source: str) -> tuple[np.ndarray, np
             buf += bytes(len(buf))
         with memoryview(buf) as view:
             got = stream.readinto(view[have:have + AMAT_CHUNK])
-        end = have + got
-        cut = buf.rfind(b"\n", 0, end) + 1 if got else end  # whole lines; at the end, whatever is left
-        with memoryview(buf) as view:
+            end = have + got
+            cut = buf.rfind(b"\n", 0, end) + 1 if got else end  # whole lines; at the end, whatever is left
             block = view[:cut]
             if cut and not (bytes(block[:64]).isspace() and bytes(block).isspace()):
                 values = _fixed_width_values(block)
@@ -268,7 +267,7 @@ def parse_amat(stream: BinaryIO, rows: int, source: str) -> tuple[np.ndarray, np
                 _store_amat_rows(values, pixels[done:done + len(values)], labels[done:done + len(values)], source,
                                  done)
                 done += len(values)
-            block.release()
+            block.release()  # a live slice would keep buf from growing
         buf[:end - cut] = buf[cut:end]
         have = end - cut
         if not got:
