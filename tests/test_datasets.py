@@ -36,19 +36,29 @@ def idx_bytes(array: np.ndarray) -> bytes:
     return bytes((0, 0, 8, array.ndim)) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
 
 
-def write_idx_dataset(raw: Path, n_train: int = 12, n_test: int = 5) -> tuple[np.ndarray, np.ndarray]:
-    raw.mkdir(parents=True, exist_ok=True)
+def idx_dataset(n_train: int = 12, n_test: int = 5) -> tuple[dict[str, bytes], np.ndarray, np.ndarray]:
+    """The four idx payloads of an MNIST-layout dataset ({published .gz name: payload}), images and labels."""
     images = RNG.integers(0, 256, (n_train + n_test, 28, 28), dtype=np.uint8)
     labels = (np.arange(n_train + n_test) % 10).astype(np.uint8)
+    payloads = {}
     for prefix, rows in (("train", slice(0, n_train)), ("t10k", slice(n_train, None))):
-        (raw / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(images[rows])))
-        (raw / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(labels[rows])))
-    return images, labels.astype(np.int64)
+        payloads[f"{prefix}-images-idx3-ubyte.gz"] = idx_bytes(images[rows])
+        payloads[f"{prefix}-labels-idx1-ubyte.gz"] = idx_bytes(labels[rows])
+    return payloads, images, labels.astype(np.int64)
 
 
-def test_idx_round_trip(tmp_path: Path) -> None:
-    images, labels = write_idx_dataset(tmp_path)
-    parsed = formats.read_idx_dataset(FASHION_MNIST, tmp_path)
+def test_idx_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The published .gz files in a mirror -> download (verified, kept as their payloads) -> parse."""
+    payloads, images, labels = idx_dataset()
+    (tmp_path / "mirror" / FASHION_MNIST.name).mkdir(parents=True)
+    for name, payload in payloads.items():
+        (tmp_path / "mirror" / FASHION_MNIST.name / name).write_bytes(gzip.compress(payload))
+    spec = dataclasses.replace(FASHION_MNIST, system_dir=None, files=tuple(
+        RawFile(name, hashlib.sha256(payload).hexdigest()) for name, payload in payloads.items()))
+    monkeypatch.setenv(MIRROR_ENV, str(tmp_path / "mirror"))
+    sources.download(spec, tmp_path / "raw")
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == sorted(n.removesuffix(".gz") for n in payloads)
+    parsed = formats.read_idx_dataset(spec, tmp_path / "raw")
     np.testing.assert_array_equal(parsed.images, images)
     np.testing.assert_array_equal(parsed.labels, labels)
     assert parsed.labels.dtype == np.int64 and parsed.images.dtype == np.uint8
@@ -57,11 +67,13 @@ def test_idx_round_trip(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("case", "reason"), [
     ("magic", "bad idx magic"), ("truncated", "truncated or padded"), ("count", "12 images but 11 labels"),
-    ("label", "labels span 0..10"), ("size", r"shape \(12, 28, 27\), expected \(N, 28, 28\)"), ("gzip", "not a readable gzip")])
+    ("label", "labels span 0..10"), ("size", r"shape \(12, 28, 27\), expected \(N, 28, 28\)"),
+    ("missing", "missing \\(run the download stage first\\)")])
 def test_idx_rejects(tmp_path: Path, case: str, reason: str) -> None:
-    write_idx_dataset(tmp_path)
-    target = tmp_path / ("train-labels-idx1-ubyte.gz" if case in ("count", "label") else "train-images-idx3-ubyte.gz")
-    payload = gzip.decompress(target.read_bytes())
+    """Structural checks on the payloads the download stage keeps (a broken .gz never gets that far)."""
+    payloads, _, _ = idx_dataset()
+    name = "train-labels-idx1-ubyte.gz" if case in ("count", "label") else "train-images-idx3-ubyte.gz"
+    payload = payloads[name]
     if case == "magic":
         payload = b"\x00\x00\x08\x01" + payload[4:]
     elif case == "truncated":
@@ -72,7 +84,10 @@ def test_idx_rejects(tmp_path: Path, case: str, reason: str) -> None:
         payload = payload[:-1] + b"\x0a"
     elif case == "size":
         payload = idx_bytes(np.zeros((12, 28, 27), np.uint8))
-    target.write_bytes(gzip.compress(payload) if case != "gzip" else b"<html>oops</html>")
+    payloads[name] = payload
+    for stored, payload in payloads.items():
+        if not (case == "missing" and stored == name):
+            (tmp_path / stored.removesuffix(".gz")).write_bytes(payload)
     with pytest.raises(UserError, match=reason):
         formats.read_idx_dataset(FASHION_MNIST, tmp_path)
 
@@ -273,7 +288,7 @@ def test_system_dir_after_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     (tmp_path / "system").mkdir()
     (tmp_path / "system" / RAW.name).write_bytes(gzip.compress(b"payload " * 1000, 1))  # recompressed
     out = sources.fetch_file("d", RAW, tmp_path / "out", system_dir=str(tmp_path / "system"))
-    assert out.read_bytes() == (tmp_path / "system" / RAW.name).read_bytes()
+    assert out.read_bytes() == b"payload " * 1000
 
 
 def test_published_md5_when_no_payload_checksum(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -281,7 +296,7 @@ def test_published_md5_when_no_payload_checksum(tmp_path: Path, monkeypatch: pyt
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / RAW.name).write_bytes(GOOD)
     raw = dataclasses.replace(RAW, sha256=None, published_md5=hashlib.md5(GOOD).hexdigest())
-    assert sources.fetch_file("d", raw, tmp_path / "out").read_bytes() == GOOD
+    assert sources.fetch_file("d", raw, tmp_path / "out").read_bytes() == b"payload " * 1000
     with pytest.raises(UserError, match="checksum mismatch \\(md5"):
         sources.fetch_file("d", dataclasses.replace(raw, published_md5="0" * 32), tmp_path / "out2")
 
@@ -310,7 +325,7 @@ def test_download_over_http(http_root: tuple[Path, str], tmp_path: Path, monkeyp
         (root / folder / RAW.name).write_bytes(content)
     urls = tuple(f"{base}/{folder}/{RAW.name}" for folder in ("missing", "corrupt", "good"))
     out = sources.fetch_file("d", dataclasses.replace(RAW, urls=urls), tmp_path / "out")
-    assert out.read_bytes() == GOOD and [p.name for p in out.parent.iterdir()] == [RAW.name]
+    assert out.read_bytes() == b"payload " * 1000 and [p.name for p in out.parent.iterdir()] == ["f"]
 
     (root / "good" / RAW.name).write_bytes(b"<!DOCTYPE html><title>moved</title>")
     with pytest.raises(UserError) as info:
@@ -346,8 +361,8 @@ def test_real_mnist_test_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     for raw in MNIST.files:
         if raw.name.startswith("t10k"):
             sources.fetch_file(MNIST.name, raw, tmp_path)
-    images = formats.read_idx(tmp_path / "t10k-images-idx3-ubyte.gz", 3)
-    labels = formats.read_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", 1)
+    images = formats.read_idx(tmp_path / "t10k-images-idx3-ubyte", 3)
+    labels = formats.read_idx(tmp_path / "t10k-labels-idx1-ubyte", 1)
     assert images.shape == (10_000, 28, 28) and labels.shape == (10_000,)
     assert np.bincount(labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 

@@ -25,6 +25,13 @@ class RawFile:
     package_resource: tuple[str, str] | None = None  # (installed package, path inside it)
     published_md5: str | None = None  # MD5 of the file exactly as published (the .gz itself), when known
 
+    @property
+    def stored_name(self) -> str:
+        """Its name in data/raw: a .gz file is kept as its verified decompressed payload, so the copy is the
+        same bytes whichever source served it (Debian's recompressed files included) and parse reads it
+        without inflating it a second time. Archives (.zip, .tgz) are kept as published."""
+        return self.name.removesuffix(".gz")
+
 
 @dataclass(frozen=True)
 class DatasetSpec:

