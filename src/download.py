@@ -1,4 +1,4 @@
-"""Stage download: fetch a dataset's raw files as published, verified by checksum.
+"""Stage download: fetch a dataset's raw files, verified by checksum; each .gz is kept as its verified payload.
 
 A user's image folder (params.yaml image_folders) is not fetched: its snapshot, written by the
 folder stage under --folders, is copied instead, so every dataset reaches parse the same way.
