@@ -68,7 +68,7 @@ def test_idx_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 @pytest.mark.parametrize(("case", "reason"), [
     ("magic", "bad idx magic"), ("truncated", "truncated or padded"), ("count", "12 images but 11 labels"),
     ("label", "labels span 0..10"), ("size", r"shape \(12, 28, 27\), expected \(N, 28, 28\)"),
-    ("missing", "missing \\(run the download stage first\\)")])
+    ("missing", r"missing \(run the download stage first\)")])
 def test_idx_rejects(tmp_path: Path, case: str, reason: str) -> None:
     """Structural checks on the payloads the download stage keeps (a broken .gz never gets that far)."""
     payloads, _, _ = idx_dataset()
@@ -85,9 +85,9 @@ def test_idx_rejects(tmp_path: Path, case: str, reason: str) -> None:
     elif case == "size":
         payload = idx_bytes(np.zeros((12, 28, 27), np.uint8))
     payloads[name] = payload
-    for stored, payload in payloads.items():
-        if not (case == "missing" and stored == name):
-            (tmp_path / stored.removesuffix(".gz")).write_bytes(payload)
+    for published, content in payloads.items():
+        if not (case == "missing" and published == name):
+            (tmp_path / published.removesuffix(".gz")).write_bytes(content)
     with pytest.raises(UserError, match=reason):
         formats.read_idx_dataset(FASHION_MNIST, tmp_path)
 
