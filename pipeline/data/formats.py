@@ -218,15 +218,15 @@ def _fixed_width_values(block: memoryview) -> np.ndarray | None:
     width = line // AMAT_VALUES  # token plus its separator
     first = bytes(block[:width - 1])
     e = first.find(b"e")
-    if first[1:2] != b"." or e < 10 or first[e + 1:e + 2] not in (b"+", b"-") or e + 3 > width - 1:
+    # "d." then at least 8 digits, and exactly two exponent digits (savetxt writes three only past 1e99);
+    # the exponent's 'e', sign and digits are checked for every token below.
+    if first[1:2] != b"." or e < 10 or width - 1 != e + 4:
         return None
     tok = np.frombuffer(block, np.uint8).reshape(-1, width)  # (rows * 785, width), a view
     sep = tok[:, -1].reshape(-1, AMAT_VALUES)
     lead = tok[:, :2].view("<u2").ravel() ^ np.uint16(0x2E30)  # "d.": the digit's value, and 0 for '.' above it
     fraction = _eight_digits(tok[:, 2:10])
     if fraction is None or lead.max() > 9 or not ((sep[:, :-1] == 32).all() and (sep[:, -1] == 10).all()):
-        return None
-    if width - 1 != e + 4:  # exactly two exponent digits (savetxt writes three only past 1e99)
         return None
     # The exponent field "e±dd" as one uint32, hashed to its slot: a field that is not exactly 'e', a sign
     # and two digits is not the key its slot belongs to.
