@@ -81,7 +81,8 @@ class TrainConfig(Section):
     schedule: Literal["constant", "cosine", "onecycle"] = "constant"  # lr over the optimizer steps
     grad_clip: Annotated[float, Field(gt=0)] | None = None  # max global L2 norm of the gradients; null: off
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0  # of the training loss (validation stays plain)
-    bf16: bool = True  # bfloat16 autocast on CUDA; CPU always trains in fp32
+    # auto: bfloat16 autocast where the device runs bf16 natively (pipeline.device.native_bf16), else fp32
+    precision: Literal["auto", "fp32", "bf16"] = "fp32"
     compile: bool = False  # torch.compile the model for training
     augment_rotation: Annotated[float, Field(ge=0, le=180)] = 0.0  # max random rotation of a train image, degrees
     arch: dict[str, Any] = Field(default_factory=dict)

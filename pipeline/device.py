@@ -1,4 +1,4 @@
-"""The torch side of a stage's setup: seeding and the device named in params.yaml."""
+"""The torch side of a stage's setup: seeding, the device named in params.yaml, and the precision on it."""
 
 from __future__ import annotations
 
@@ -37,3 +37,24 @@ def resolve_device(name: str) -> torch.device:
         torch.use_deterministic_algorithms(True, warn_only=True)
     log.info("device: %s", name)
     return torch.device(name)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` multiplies bfloat16 in hardware: a CUDA GPU that reports it (Ampere or later),
+    or a CPU with AVX512-BF16 or AMX tiles. Other CPUs emulate bf16 with float32 instructions plus
+    conversions, which is slower than float32 itself (torch.ops.mkldnn._is_mkldnn_bf16_supported() is
+    true on those too, so it is not the test)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return False
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """params.yaml's `precision` -> what trains: "fp32", or "bf16" (bfloat16 autocast).
+
+    `auto` takes bf16 where `device` runs it natively, else fp32; an explicit name is kept as asked."""
+    if name == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return name

@@ -27,6 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline.config import TrainConfig
+from pipeline.device import native_bf16, resolve_precision
 from pipeline.inference import Normalization, predict
 from pipeline.resume import load_checkpoint, save_checkpoint
 from pipeline.runtime import UserError
@@ -133,9 +134,14 @@ def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, split: dict[
     )
     model.to(device)
     forward = torch.compile(model) if config.compile else model
-    # bf16 autocast on CUDA only: on CPU it is slow without bf16 hardware and would break the
-    # bit-for-bit reproducibility the CPU runs (and the resume test) rely on.
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and config.bf16)
+    # bf16: matmuls and convolutions under bfloat16 autocast (weights, optimizer state, loss and
+    # normalisation stay float32); deterministic on one machine, but not bit-equal to fp32 or across
+    # CPU kinds. fp32 runs are bit-exact.
+    precision = resolve_precision(config.precision, device)
+    if precision == "bf16" and not native_bf16(device):
+        log.warning("precision bf16 on %s, which has no native bf16: it runs emulated, slower than fp32", device)
+    log.info("precision: %s (params: %s)", precision, config.precision)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     n = len(y_train)
     steps_per_epoch = math.ceil(n / config.batch_size)
     total_steps = config.steps or config.epochs * steps_per_epoch
@@ -201,7 +207,8 @@ def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, split: dict[
                 bar.update()
 
             # ---- full validation pass
-            val_logits = predict(model, x_val, norm, config.batch_size)
+            with autocast:
+                val_logits = predict(model, x_val, norm, config.batch_size)
             metrics = {
                 "train/loss": _weighted_mean(losses, config.batch_size, seen),
                 "train/accuracy": (predicted[:seen] == y_train[order[:seen]]).float().mean().item(),
@@ -235,6 +242,7 @@ def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, split: dict[
         live.summary["best"] = {"epoch": best.best_epoch, "val/loss": best.best_val_loss,
                                 "val/accuracy": best.best_val_accuracy}
         live.summary["train_time_s"] = best.train_time_s
+        live.summary["precision"] = precision
 
     if best_state is not None:
         model.load_state_dict(best_state)

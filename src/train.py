@@ -6,7 +6,7 @@ from pathlib import Path
 from pipeline.config import load_params
 from pipeline.data.parsed import load_parsed
 from pipeline.data.split import load_split
-from pipeline.device import resolve_device, seed_everything
+from pipeline.device import resolve_device, resolve_precision, seed_everything
 from pipeline.inference import Normalization
 from pipeline.models import create_model
 from pipeline.models.checkpoint import save_model
@@ -38,14 +38,18 @@ def main() -> None:
 
     seed_everything(params.seed)  # before building: weight init is part of the run
     model = create_model(args.model, data.image_shape, len(data.classes), **config.arch)
+    # The fingerprint names the precision that runs, not `auto`: a checkpoint written in bf16 on one
+    # machine is not resumed in fp32 on another.
+    resolved = config.model_copy(update={"precision": resolve_precision(config.precision, device)})
     checkpoint = args.checkpoint and Checkpointing(args.checkpoint, fingerprint(
-        args.model, config, params.seed, {"images": data.images, "labels": data.labels, **split}),
+        args.model, resolved, params.seed, {"images": data.images, "labels": data.labels, **split}),
         params.checkpoint_every_s)
     train(model, data.images, data.labels, split, config, norm=norm, device=device, seed=params.seed,
           live_dir=args.live, desc=f"{data.name}/{args.model}", checkpoint=checkpoint)
     save_model(args.out, model, meta={
         "model": args.model, "arch": dict(config.arch), "dataset": data.name, "classes": data.classes,
         "image_shape": list(data.image_shape), "normalization": norm.to_dict(),
+        "precision": resolved.precision,
     })
     if args.checkpoint:
         remove_checkpoint(args.checkpoint)

@@ -1,0 +1,110 @@
+"""`precision: auto | fp32 | bf16`: what auto resolves to, and bf16 runs that repeat exactly on one machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.config import TrainConfig
+from pipeline.data.parsed import ParsedDataset, save_parsed
+from pipeline.data.split import save_split
+from pipeline.device import native_bf16, resolve_precision, seed_everything
+from pipeline.inference import Normalization
+from pipeline.models import create_model
+from pipeline.training import train
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")
+needs_bf16 = pytest.mark.skipif(not native_bf16(CPU), reason="this CPU has neither AVX512-BF16 nor AMX: "
+                                "bf16 would run emulated, and its determinism is not what the pipeline promises")
+LENET = {"channels": [4, 8], "hidden": [32], "dropout": 0.1}  # convolutions and dense layers both autocast
+
+
+@pytest.mark.parametrize(("avx512_bf16", "amx", "expected"), [
+    (True, False, "bf16"), (False, True, "bf16"), (False, False, "fp32"),
+])
+def test_auto_follows_the_cpu(monkeypatch: pytest.MonkeyPatch, avx512_bf16: bool, amx: bool, expected: str) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert resolve_precision("auto", CPU) == expected
+    assert resolve_precision("fp32", CPU) == "fp32" and resolve_precision("bf16", CPU) == "bf16"  # as asked
+
+
+def test_auto_on_mps_is_fp32() -> None:
+    assert resolve_precision("auto", torch.device("mps")) == "fp32"
+
+
+def fit(data: ParsedDataset, split: dict[str, np.ndarray], live: Path, precision: str) -> torch.nn.Module:
+    config = TrainConfig(steps=40, batch_size=16, optimizer="adam", lr=3e-3, precision=precision, arch=LENET)
+    seed_everything(0)
+    model = create_model("lenet", data.image_shape, 10, **config.arch)
+    train(model, data.images, data.labels, split, config, norm=Normalization.fit(data.images), device=CPU,
+          seed=0, live_dir=live)
+    return model
+
+
+@needs_bf16
+def test_bf16_repeats_exactly_and_is_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              synthetic: ParsedDataset, synthetic_split: dict[str, np.ndarray]) -> None:
+    monkeypatch.chdir(tmp_path)
+    runs = {name: fit(synthetic, synthetic_split, tmp_path / name, precision)
+            for name, precision in (("a", "bf16"), ("b", "auto"), ("fp32", "fp32"))}
+    for key, a in runs["a"].state_dict().items():
+        assert torch.equal(a, runs["b"].state_dict()[key]), key
+    # autocast really ran: bf16 rounding moved the weights away from the fp32 run's
+    assert not torch.equal(runs["a"].head.weight, runs["fp32"].head.weight)
+    summaries = {name: json.loads((tmp_path / name / "metrics.json").read_text()) for name in runs}
+    assert [summaries[name]["precision"] for name in runs] == ["bf16", "bf16", "fp32"]
+
+
+@needs_bf16
+def test_bf16_killed_and_resumed_equals_uninterrupted(tmp_path: Path, params: dict[str, Any],
+                                                      write_params: Callable[[dict[str, Any]], Path],
+                                                      synthetic: ParsedDataset,
+                                                      synthetic_split: dict[str, np.ndarray]) -> None:
+    """SIGKILL the train stage after an epoch checkpoint; a rerun resumes it and writes the same weights,
+    byte for byte, as a run never stopped."""
+    save_parsed(synthetic, tmp_path / "parsed")
+    save_split(synthetic_split, tmp_path / "split")
+    params.update(device="cpu", checkpoint_every_s=0.0)
+    params["models"]["lenet"] = {"epochs": 10, "batch_size": 32, "optimizer": "adam", "lr": 3e-3,
+                                 "precision": "bf16", "arch": LENET}
+    params_file = write_params(params)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+
+    def command(out: str, checkpoint: Path | None = None) -> list[str]:
+        extra = ["--checkpoint", str(checkpoint)] if checkpoint else []
+        return [sys.executable, "-m", "src.train", "--model", "lenet", "--parsed", str(tmp_path / "parsed"),
+                "--split", str(tmp_path / "split"), "--out", str(tmp_path / f"{out}.pt"),
+                "--live", str(tmp_path / out), "--params", str(params_file), *extra]
+
+    checkpoint = tmp_path / "ckpt" / "lenet.pt"
+    killed = subprocess.Popen(command("resumed", checkpoint), cwd=tmp_path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    stopped_at = torch.load(checkpoint, weights_only=True)["epoch"]
+    assert 1 <= stopped_at < 10
+
+    resumed = subprocess.run(command("resumed", checkpoint), cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"after epoch {stopped_at} of 10" in resumed.stderr and "precision: bf16" in resumed.stderr
+    subprocess.run(command("uninterrupted"), cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300)
+    assert (tmp_path / "resumed.pt").read_bytes() == (tmp_path / "uninterrupted.pt").read_bytes()
+    meta = torch.load(tmp_path / "resumed.pt", weights_only=True)["meta"]
+    assert meta["precision"] == "bf16"
