@@ -1,16 +1,20 @@
 # The two commands of the quickstart; each builds .venv (pinned dependencies) on first use.
 #   make run    reproduce the pipeline on params.yaml (default: the embedded mnist-5k dataset)
 #   make test   run the test suite
+#   make offline-plots   `dvc plots show` / `diff` pages that load Vega from local copies, not a CDN
 PYTHON ?= python3
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test
+.PHONY: run test offline-plots
 run: $(VENV)/.installed
 	dvc repro
 
 test: $(VENV)/.installed
 	python -m pytest
+
+offline-plots: $(VENV)/.installed
+	python -m tools.offline_plots
 
 $(VENV)/.installed: requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit("error: Python >= 3.10 is needed, this is " + sys.version.split()[0]) if sys.version_info < (3, 10) else None'

@@ -1,4 +1,5 @@
-"""Shared fixtures: a small learnable synthetic dataset and the repo's params.yaml as a plain dict."""
+"""Shared fixtures: a small learnable synthetic dataset, the repo's params.yaml as a plain dict, and a tiny
+reproduced copy of the project."""
 
 from __future__ import annotations
 
@@ -73,3 +74,20 @@ def dump_params(data: dict[str, Any], path: Path) -> Path:
 def write_params(tmp_path: Path) -> Callable[[dict[str, Any]], Path]:
     """write_params(dict) -> path of a params.yaml holding it, inside tmp_path."""
     return lambda data: dump_params(data, tmp_path / "params.yaml")
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git + DVC repository of the project on tiny params (mlp alone, one epoch), reproduced and committed
+    on branch main, without a remote. Tests copy it (`shutil.copytree(..., symlinks=True)`), never change it."""
+    from test_pipeline_e2e import DATASET, copy_project, dvc, edit_params, git_commit, run, stages_run
+
+    repo = copy_project(tmp_path_factory.mktemp("tiny-trained"))
+    run(["git", "init", "-q", "-b", "main"], repo)
+    dvc("init", "-q", cwd=repo)
+    dvc("config", "core.analytics", "false", cwd=repo)
+    edit_params(repo, run__models=["mlp"], mlp__epochs=1, evaluate__rotations=[0, 45], evaluate__embedding_points=100)
+    git_commit(repo, "project")
+    assert f"train@{DATASET}-mlp" in stages_run(dvc("repro", cwd=repo))
+    git_commit(repo, "tiny run")
+    return repo

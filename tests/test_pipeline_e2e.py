@@ -57,16 +57,21 @@ def edit_params(repo: Path, **changes: object) -> None:
     yaml.dump(params, repo / "params.yaml")
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh git + DVC repository holding the project, with tiny params, reproduced and committed."""
-    repo = tmp_path_factory.mktemp("project")
+def copy_project(repo: Path) -> Path:
+    """Copy the project's files (not its outputs, git or DVC state) into the folder `repo`."""
     for name in PROJECT_FILES:
         source = ROOT / name
         if source.is_dir():
             shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(source, repo / name)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh git + DVC repository holding the project, with tiny params, reproduced and committed."""
+    repo = copy_project(tmp_path_factory.mktemp("project"))
     run(["git", "init", "-q"], repo)
     dvc("init", "-q", cwd=repo)
     dvc("config", "core.analytics", "false", cwd=repo)
