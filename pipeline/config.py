@@ -85,6 +85,8 @@ class TrainConfig(Section):
     precision: Literal["auto", "fp32", "bf16"] = "fp32"
     compile: bool = False  # torch.compile the model for training
     augment_rotation: Annotated[float, Field(ge=0, le=180)] = 0.0  # max random rotation of a train image, degrees
+    augment_shift: Annotated[int, Field(ge=0, le=8)] = 0  # max random translation of a train image, pixels per axis
+    augment_flip: bool = False  # mirror train images left-right at random (clothing: yes; digits: no)
     arch: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")

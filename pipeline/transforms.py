@@ -31,3 +31,23 @@ def rotate(images: Tensor, degrees: float | Tensor, fill: float = 0.0) -> Tensor
 def random_angles(count: int, max_degrees: float, generator: torch.Generator) -> Tensor:
     """`count` angles uniform in [-max_degrees, max_degrees], drawn on the CPU from `generator`."""
     return (torch.rand(count, generator=generator) * 2 - 1) * max_degrees
+
+
+def random_shift(images: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:
+    """Translate each image (B, H, W) by its own random (dy, dx), each in [-max_shift, max_shift] pixels.
+
+    The image is padded with zeros (the raw background) and a window of the original size cut from it;
+    offsets are drawn on the CPU from `generator` (one pair per image) and applied by one gather."""
+    batch, height, width = images.shape
+    offsets = torch.randint(0, 2 * max_shift + 1, (2, batch, 1), generator=generator).to(images.device)
+    padded = F.pad(images, (max_shift,) * 4)  # (B, H + 2s, W + 2s)
+    rows = offsets[0] + torch.arange(height, device=images.device)  # (B, H): source rows in the padded image
+    cols = offsets[1] + torch.arange(width, device=images.device)  # (B, W)
+    index = torch.arange(batch, device=images.device)[:, None, None]
+    return padded[index, rows[:, :, None], cols[:, None, :]]  # (B, H, W)
+
+
+def random_flip(images: Tensor, generator: torch.Generator) -> Tensor:
+    """Mirror each image (B, H, W) left-right with probability 1/2 (right for clothing, wrong for digits)."""
+    flip = (torch.rand(len(images), generator=generator) < 0.5).to(images.device)
+    return torch.where(flip[:, None, None], images.flip(-1), images)

@@ -1,4 +1,5 @@
-"""Rotation by affine_grid / grid_sample: identity, quarter turns, direction, fill, per-image angles."""
+"""Rotation by affine_grid / grid_sample (identity, quarter turns, direction, fill, per-image angles), random
+translation and flips, and each augmentation in the training loop."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pipeline.device import seed_everything
 from pipeline.inference import Normalization
 from pipeline.models import create_model
 from pipeline.training import train
-from pipeline.transforms import random_angles, rotate
+from pipeline.transforms import random_angles, random_flip, random_shift, rotate
 
 
 @pytest.fixture
@@ -70,20 +71,44 @@ def test_random_angles_are_seeded_and_bounded() -> None:
     assert a.abs().max() <= 30.0 and a.min() < -25 and a.max() > 25
 
 
-def test_rotation_augmentation_is_seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, synthetic: ParsedDataset,
-                                         synthetic_split: dict[str, np.ndarray]) -> None:
-    """models.<m>.augment_rotation: same seed, same weights; on and off give different weights (one epoch:
-    the batch order is drawn before any angle, so only the rotation can make them differ)."""
+def test_random_shift_moves_each_image_within_bounds() -> None:
+    images = torch.zeros(500, 12, 12, dtype=torch.uint8)
+    images[:, 5, 6] = 255  # one bright pixel per image
+    shifted = random_shift(images, 2, torch.Generator().manual_seed(1))
+    assert shifted.shape == images.shape and shifted.dtype == torch.uint8
+    assert torch.equal(shifted, random_shift(images, 2, torch.Generator().manual_seed(1)))  # seeded
+    flat = shifted.flatten(1)
+    assert (flat.sum(1) == 255).all()  # the pixel stays inside (shift 2 of a pixel 5 from the edge), moved whole
+    rows, cols = flat.argmax(1) // 12, flat.argmax(1) % 12
+    assert set((rows - 5).tolist()) == set((cols - 6).tolist()) == {-2, -1, 0, 1, 2}  # every offset, no other
+    edge = torch.full((1, 4, 4), 9, dtype=torch.uint8)
+    assert {random_shift(edge, 1, torch.Generator().manual_seed(k)).min().item() for k in range(20)} == {0, 9}
+
+
+def test_random_flip_mirrors_about_half() -> None:
+    images = torch.arange(2000 * 3, dtype=torch.float32).reshape(2000, 1, 3)
+    flipped = random_flip(images, torch.Generator().manual_seed(0))
+    mirrored = (flipped == images.flip(-1)).all(-1).all(-1)
+    assert ((flipped == images).all(-1).all(-1) | mirrored).all()
+    assert 900 < mirrored.sum() < 1100
+
+
+@pytest.mark.parametrize("augment", [{"augment_rotation": 30.0}, {"augment_shift": 2}, {"augment_flip": True}],
+                         ids=["rotation", "shift", "flip"])
+def test_augmentation_is_seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, synthetic: ParsedDataset,
+                                synthetic_split: dict[str, np.ndarray], augment: dict) -> None:
+    """models.<m>.augment_*: same seed, same weights; on and off give different weights (one epoch: the
+    batch order is drawn before any augmentation, so only the augmentation can make them differ)."""
     monkeypatch.chdir(tmp_path)
 
-    def weights(augment: float, name: str) -> dict[str, torch.Tensor]:
-        config = TrainConfig(epochs=1, batch_size=32, optimizer="adam", lr=1e-3, augment_rotation=augment)
+    def weights(augment: dict, name: str) -> dict[str, torch.Tensor]:
+        config = TrainConfig(epochs=1, batch_size=32, optimizer="adam", lr=1e-3, **augment)
         seed_everything(0)
         model = create_model("mlp", synthetic.image_shape, len(synthetic.classes), hidden=[16])
         train(model, synthetic.images, synthetic.labels, synthetic_split, config,
               norm=Normalization.fit(synthetic.images), device=torch.device("cpu"), seed=0, live_dir=tmp_path / name)
         return model.state_dict()
 
-    first, again, plain = weights(30.0, "a"), weights(30.0, "b"), weights(0.0, "c")
+    first, again, plain = weights(augment, "a"), weights(augment, "b"), weights({}, "c")
     assert all(torch.equal(first[key], again[key]) for key in first)
     assert not torch.equal(first["features.1.weight"], plain["features.1.weight"])

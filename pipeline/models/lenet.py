@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import torch
 from pydantic import Field
 from torch import Tensor, nn
 
@@ -43,6 +44,9 @@ class LeNet(nn.Module):
         self.dense = nn.Sequential(*dense)
         self.head = nn.Linear(features, num_classes)
         self.num_features = features
+        # Channels-last (NHWC) weights make the convolutions write NHWC, which oneDNN's kernels and ATen's
+        # max-pool handle faster on CPU for these few channels (bench/throughput.py); load_state_dict keeps it.
+        self.to(memory_format=torch.channels_last)
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.dense(self.conv(x))  # (B, C, H, W) -> (B, hidden[-1])
