@@ -24,9 +24,9 @@ Fraction = Annotated[float, Field(gt=0, lt=1)]  # open interval (0, 1)
 
 
 class Section(BaseModel):
-    """A params.yaml section: strict types, no unknown keys, immutable."""
+    """A params.yaml section: strict types, no unknown keys, finite numbers (no .inf or .nan), immutable."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -170,10 +170,31 @@ def load_params(path: str | os.PathLike = "params.yaml") -> Params:
         with open(path) as f:
             data = YAML(typ="safe", pure=True).load(f)
     except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
+        raise UserError(f"{path}: file not found; `git checkout {path}` restores the committed one") from None
     except YAMLError as err:
-        raise UserError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+        raise UserError(_yaml_error(path, err)) from None
+    if not data:
+        raise UserError(f"{path}: empty; it must hold the pipeline's settings (`git checkout {path}` restores them)")
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: must be a mapping of settings (seed: ..., run: ...), not a {type(data).__name__}")
     try:
-        return validate(Params, data or {})
+        return validate(Params, data)
     except UserError as err:
         raise UserError(f"{path}: {err}") from None
+
+
+def _yaml_error(path: str | os.PathLike, err: YAMLError) -> str:
+    """`path:line:column: problem` of a YAML syntax error (the duplicated key included), on one line."""
+    mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None) or str(err).splitlines()[0]
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    context = getattr(err, "context", None)
+    detail = f"{context}: {problem}" if context and "duplicate" not in problem else problem
+    return f"{where}: not valid YAML: {' '.join(detail.split())}"
+
+
+if __name__ == "__main__":  # `python -m pipeline.config [params.yaml]`: check the settings before `dvc repro`
+    import sys
+
+    from pipeline.runtime import run_stage
+
+    run_stage(lambda: load_params(*sys.argv[1:2]) and None)

@@ -13,7 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pipeline.io import atomic_file  # noqa: E402
+from pipeline.io import atomic_file, reading  # noqa: E402
+from pipeline.runtime import UserError  # noqa: E402
 
 DPI = 120
 
@@ -28,12 +29,15 @@ def read_dvclive_history(live_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarr
     """{"train/loss": (steps, values), ...} from dvclive's plots/metrics/**/*.tsv files."""
     root = Path(live_dir) / "plots" / "metrics"
     history = {}
-    for tsv in sorted(root.rglob("*.tsv")):
-        with open(tsv, newline="") as f:
-            rows = list(csv.DictReader(f, delimiter="\t"))
-        name = tsv.relative_to(root).with_suffix("").as_posix()
-        key = tsv.stem
-        history[name] = (np.array([int(r["step"]) for r in rows]) + 1, np.array([float(r[key]) for r in rows]))
+    with reading(live_dir, "train"):
+        for tsv in sorted(root.rglob("*.tsv")):
+            with open(tsv, newline="") as f:
+                rows = list(csv.DictReader(f, delimiter="\t"))
+            name = tsv.relative_to(root).with_suffix("").as_posix()
+            key = tsv.stem
+            history[name] = (np.array([int(r["step"]) for r in rows]) + 1, np.array([float(r[key]) for r in rows]))
+    if not history:
+        raise UserError(f"{live_dir}: no training log (dvclive's plots/metrics/*.tsv); run the train stage first")
     return history
 
 

@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,8 @@ import numpy as np
 import torch
 
 from pipeline.config import TrainConfig
-from pipeline.io import atomic_file
+from pipeline.io import READ_ERRORS, atomic_file
+from pipeline.runtime import brief
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +50,10 @@ def load_checkpoint(path: str | os.PathLike, expected: str) -> dict[str, Any] | 
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
-        log.warning("ignoring checkpoint %s: unreadable (%s)", path, err)
+    except READ_ERRORS as err:
+        log.warning("ignoring checkpoint %s: unreadable (%s); training starts over", path, brief(err))
         return None
-    if state.get("fingerprint") != expected:
+    if not isinstance(state, dict) or state.get("fingerprint") != expected:
         log.warning("ignoring checkpoint %s: written for other hyperparameters, seed or data", path)
         return None
     return state

@@ -108,6 +108,23 @@ def _weighted_mean(batch_means: list[torch.Tensor], batch_size: int, rows: int) 
     return (torch.stack(batch_means).float() @ weights).item() / rows
 
 
+def _stop_if_diverged(metrics: dict[str, float], losses: list[torch.Tensor], epoch: int, step: int,
+                      desc: str) -> None:
+    """Stop a run whose loss turned NaN or infinite with one line: epoch, step, value and what to change.
+    Checked once an epoch on the summed loss, so it costs no device sync per step; only a diverged run
+    looks for the first bad step among the epoch's batch losses."""
+    if math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["val/loss"]):
+        return
+    values = torch.stack(losses).float().cpu()
+    bad = torch.nonzero(~torch.isfinite(values)).flatten()
+    if len(bad):
+        what, at, value = "training loss", step - len(losses) + int(bad[0]) + 1, values[bad[0]].item()
+    else:
+        what, at, value = "validation loss", step, metrics["val/loss"]
+    raise UserError(f"{desc}: training diverged: the {what} became {value} at epoch {epoch}, step {at}; "
+                    "lower the model's lr or set its grad_clip in params.yaml")
+
+
 def _log_epoch(live: Live, step: int, metrics: dict[str, float]) -> None:
     """Append one epoch's metrics to dvclive's .tsv files at `step` (epoch - 1).
 
@@ -225,6 +242,7 @@ def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, split: dict[
                 "val/loss": F.cross_entropy(val_logits, y_val).item(),
                 "val/accuracy": (val_logits.argmax(1) == y_val).float().mean().item(),
             }
+            _stop_if_diverged(metrics, losses, epoch, step, desc)
             history.append(metrics)
             _log_epoch(live, epoch - 1, metrics)
             bar.set_postfix(epoch=epoch, val_loss=f"{metrics['val/loss']:.4f}",

@@ -20,6 +20,7 @@ from pipeline.plots import (
     plot_reliability,
     read_dvclive_history,
 )
+from pipeline.io import atomic_dir, reading
 from pipeline.runtime import run_stage
 
 
@@ -38,28 +39,29 @@ def main() -> None:
     data = load_parsed(args.parsed)
     test = load_split(args.split)["test"]
     images, labels = data.images[test], data.labels[test]
-    with np.load(args.predictions) as saved:
+    with reading(args.predictions, "evaluate"), np.load(args.predictions, allow_pickle=False) as saved:
         outputs = dict(saved)
-    predictions, confidence = outputs["predictions"], outputs["probabilities"].max(1)
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    plot_curves(read_dvclive_history(args.live), args.title, args.out / "curves.png")
-    plot_confusion(confusion_matrix(labels, predictions, len(data.classes)), data.classes,
-                   f"{args.title}: test confusion", args.out / "confusion.png")
-    # Evenly spaced test rows: a fair sample whatever the order (mnist-5k is sorted by class).
-    shown = evenly_spaced(len(test), config.grid_size**2)
-    plot_predictions(images[shown], labels[shown], predictions[shown], data.classes,
-                     f"{args.title}: test predictions", args.out / "predictions.png")
-    wrong = np.flatnonzero(predictions != labels)
-    worst = wrong[np.argsort(-confidence[wrong], kind="stable")][:config.grid_size**2]
-    plot_predictions(images[worst], labels[worst], predictions[worst], data.classes,
-                     f"{args.title}: most confident mistakes", args.out / "mistakes.png", confidence[worst])
-    bins = {key: outputs[f"reliability_{key}"] for key in ("count", "confidence", "accuracy")}
-    plot_reliability(bins, expected_calibration_error(bins), args.title, args.out / "reliability.png")
-    if "filters" in outputs:
-        plot_filters(outputs["filters"], args.title, args.out / "filters.png")
-    plot_embeddings(outputs["features"], labels[outputs["feature_rows"]], data.classes, args.title,
-                    args.out / "embedding.png")
+        predictions, confidence = outputs["predictions"], outputs["probabilities"].max(1)
+    history = read_dvclive_history(args.live)
+    title, side = args.title, config.grid_size
+    with atomic_dir(args.out) as out:  # the figures appear together, or not at all
+        plot_curves(history, title, out / "curves.png")
+        plot_confusion(confusion_matrix(labels, predictions, len(data.classes)), data.classes,
+                       f"{title}: test confusion", out / "confusion.png")
+        # Evenly spaced test rows: a fair sample whatever the order (mnist-5k is sorted by class).
+        shown = evenly_spaced(len(test), side**2)
+        plot_predictions(images[shown], labels[shown], predictions[shown], data.classes,
+                         f"{title}: test predictions", out / "predictions.png")
+        wrong = np.flatnonzero(predictions != labels)
+        worst = wrong[np.argsort(-confidence[wrong], kind="stable")][:side**2]
+        plot_predictions(images[worst], labels[worst], predictions[worst], data.classes,
+                         f"{title}: most confident mistakes", out / "mistakes.png", confidence[worst])
+        bins = {key: outputs[f"reliability_{key}"] for key in ("count", "confidence", "accuracy")}
+        plot_reliability(bins, expected_calibration_error(bins), title, out / "reliability.png")
+        if "filters" in outputs:
+            plot_filters(outputs["filters"], title, out / "filters.png")
+        plot_embeddings(outputs["features"], labels[outputs["feature_rows"]], data.classes, title,
+                        out / "embedding.png")
 
 
 if __name__ == "__main__":

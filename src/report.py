@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from pipeline.config import load_params
-from pipeline.io import atomic_dir, atomic_file, read_json
+from pipeline.io import atomic_dir, atomic_file, read_json, reading
 from pipeline.plots import plot_models_curves, plot_robustness, read_dvclive_history
 from pipeline.report import TABLE_ANGLE, ReportRow, curve_rows, render_summary
 from pipeline.runtime import UserError, run_stage
@@ -30,12 +30,16 @@ def main() -> None:
             folder = args.results / dataset / model
             if not (folder / "metrics.json").is_file():
                 raise UserError(f"{folder}: no metrics.json (run the evaluate stage first)")
-            test, train = read_json(folder / "metrics.json"), read_json(folder / "train" / "metrics.json")
             history = read_dvclive_history(folder / "train")
             epochs = max(len(values) for _, values in history.values())  # as run: a step budget sets no epochs
-            rows.append(ReportRow(dataset, model, test["accuracy"], test["loss"], test["ece"],
-                                  test["rotation_accuracy"].get(str(TABLE_ANGLE)), test["num_parameters"],
-                                  train["best"]["epoch"], epochs, train["train_time_s"]))
+            with reading(folder / "metrics.json", "evaluate"):
+                test = read_json(folder / "metrics.json")
+                scores = (test["accuracy"], test["loss"], test["ece"], test["rotation_accuracy"].get(str(TABLE_ANGLE)),
+                          test["num_parameters"])
+            with reading(folder / "train" / "metrics.json", "train"):
+                train = read_json(folder / "train" / "metrics.json")
+                fit = (train["best"]["epoch"], epochs, train["train_time_s"])
+            rows.append(ReportRow(dataset, model, *scores, *fit))
             histories.setdefault(dataset, {})[model] = history
             robustness.setdefault(dataset, {})[model] = {
                 float(angle): accuracy for angle, accuracy in test["rotation_accuracy"].items()}

@@ -8,6 +8,7 @@ from pipeline.data.parsed import load_parsed
 from pipeline.data.split import load_split
 from pipeline.device import resolve_device, resolve_precision, seed_everything
 from pipeline.inference import Normalization
+from pipeline.io import atomic_dir
 from pipeline.models import create_model
 from pipeline.models.checkpoint import save_model
 from pipeline.resume import fingerprint, remove_checkpoint
@@ -34,6 +35,9 @@ def main() -> None:
     device = resolve_device(params.device)
     data = load_parsed(args.parsed)
     split = load_split(args.split)
+    if config.batch_size > len(split["train"]):
+        raise UserError(f"models.{args.model}.batch_size: {config.batch_size} is more than the "
+                        f"{len(split['train'])} training images of {data.name}; lower it")
     norm = Normalization.fit(data.images[split["train"]])
 
     seed_everything(params.seed)  # before building: weight init is part of the run
@@ -44,13 +48,16 @@ def main() -> None:
     checkpoint = args.checkpoint and Checkpointing(args.checkpoint, fingerprint(
         args.model, resolved, params.seed, {"images": data.images, "labels": data.labels, **split}),
         params.checkpoint_every_s)
-    train(model, data.images, data.labels, split, config, norm=norm, device=device, seed=params.seed,
-          live_dir=args.live, desc=f"{data.name}/{args.model}", checkpoint=checkpoint)
-    save_model(args.out, model, meta={
-        "model": args.model, "arch": dict(config.arch), "dataset": data.name, "classes": data.classes,
-        "image_shape": list(data.image_shape), "normalization": norm.to_dict(),
-        "precision": resolved.precision,
-    })
+    # The dvclive log is built beside its place and appears whole only once the weights are saved: a run
+    # that fails (or diverges) leaves neither.
+    with atomic_dir(args.live) as live_dir:
+        train(model, data.images, data.labels, split, config, norm=norm, device=device, seed=params.seed,
+              live_dir=live_dir, desc=f"{data.name}/{args.model}", checkpoint=checkpoint)
+        save_model(args.out, model, meta={
+            "model": args.model, "arch": dict(config.arch), "dataset": data.name, "classes": data.classes,
+            "image_shape": list(data.image_shape), "normalization": norm.to_dict(),
+            "precision": resolved.precision,
+        })
     if args.checkpoint:
         remove_checkpoint(args.checkpoint)
 

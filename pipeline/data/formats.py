@@ -22,7 +22,7 @@ import numpy as np
 
 from pipeline.data.registry import (AMAT_SPLIT, AMAT_TEST, AMAT_TRAIN_VALID, IMAGE_FOLDER_FORMAT,
                                     DatasetSpec)
-from pipeline.runtime import UserError
+from pipeline.runtime import UserError, brief
 
 
 class Parsed(NamedTuple):
@@ -343,8 +343,11 @@ def decode_image(data: bytes, name: str, size: tuple[int, int] | None) -> np.nda
         with Image.open(io.BytesIO(data)) as image:
             image.load()
             mode, array = image.mode, np.asarray(image)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise UserError(f"{name}: not a readable image ({err})") from None
+    except UnidentifiedImageError:
+        raise UserError(f"{name}: not a readable image (no image format Pillow knows; empty, truncated or "
+                        "another kind of file)") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise UserError(f"{name}: not a readable image ({brief(err)})") from None
     if mode != "L":
         raise UserError(f"{name}: image mode {mode}, expected 8-bit grayscale (L); convert the folder to grayscale")
     if size and array.shape != size:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.io import atomic_dir, read_json, write_json
+from pipeline.io import atomic_dir, read_json, reading, write_json
 from pipeline.runtime import UserError
 
 
@@ -47,11 +47,12 @@ def load_parsed(in_dir: Path) -> ParsedDataset:
     in_dir = Path(in_dir)
     if not (in_dir / "meta.json").is_file():
         raise UserError(f"{in_dir}: no parsed dataset here (run the parse stage first)")
-    meta = read_json(in_dir / "meta.json")
-    return ParsedDataset(
-        name=meta["dataset"],
-        images=np.load(in_dir / "images.npy"),
-        labels=np.load(in_dir / "labels.npy"),
-        classes=meta["classes"],
-        official={subset: tuple(rows) for subset, rows in meta["official"].items()},
-    )
+    with reading(in_dir, "parse"):
+        meta = read_json(in_dir / "meta.json")
+        return ParsedDataset(
+            name=meta["dataset"],
+            images=np.load(in_dir / "images.npy", allow_pickle=False),
+            labels=np.load(in_dir / "labels.npy", allow_pickle=False),
+            classes=meta["classes"],
+            official={subset: tuple(rows) for subset, rows in meta["official"].items()},
+        )

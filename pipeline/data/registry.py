@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from pipeline.runtime import UserError
@@ -24,6 +25,9 @@ class RawFile:
     urls: tuple[str, ...] = ()  # official URL first, then public mirrors
     package_resource: tuple[str, str] | None = None  # (installed package, path inside it)
     published_md5: str | None = None  # MD5 of the file exactly as published (the .gz itself), when known
+    # An archive's expected layout, checked on download: regular expressions of member paths; every file
+    # member must match one and each must match at least one member. Empty: not an archive, or unchecked.
+    layout: tuple[str, ...] = ()
 
     @property
     def stored_name(self) -> str:
@@ -126,10 +130,12 @@ MNIST_ROT_BACK_IMAGE = DatasetSpec(
     image_size=(28, 28),
     format="amat",
     files=(
-        # No checksum of this zip is published; it is verified structurally when parsed (two members,
-        # 12,000 and 50,000 rows of 785 values, pixels in [0, 1], labels 0-9).
+        # No checksum of this zip is published: download checks that it reads through (every member's CRC)
+        # and holds the two .amat files; parse checks their rows (12,000 and 50,000 rows of 785 values,
+        # pixels in [0, 1], labels 0-9).
         RawFile("mnist_rotation_back_image_new.zip", None,
-                ("http://www.iro.umontreal.ca/~lisa/icml2007data/mnist_rotation_back_image_new.zip",)),
+                ("http://www.iro.umontreal.ca/~lisa/icml2007data/mnist_rotation_back_image_new.zip",),
+                layout=(re.escape(AMAT_TRAIN_VALID), re.escape(AMAT_TEST))),
     ),
 )
 
@@ -140,8 +146,11 @@ MNIST_PNG = DatasetSpec(
     image_size=(28, 28),
     format="png-tgz",
     files=(
-        # fastai publishes no checksum of the archive; the parse stage checks its layout and every image.
-        RawFile("mnist_png.tgz", None, ("https://s3.amazonaws.com/fast-ai-imageclas/mnist_png.tgz",)),
+        # fastai publishes no checksum of the archive: download checks that it reads through and holds
+        # images under training|testing/<digit>/, each of the 20 folders present; parse decodes every image.
+        RawFile("mnist_png.tgz", None, ("https://s3.amazonaws.com/fast-ai-imageclas/mnist_png.tgz",),
+                layout=tuple(rf"(mnist_png/)?{folder}/{digit}/[^/]+" for folder in ("training", "testing")
+                             for digit in DIGITS)),
     ),
 )
 

@@ -16,7 +16,9 @@ import hashlib
 import importlib.util
 import logging
 import os
+import re
 import shutil
+import tarfile
 import tempfile
 import urllib.error
 import urllib.request
@@ -26,7 +28,7 @@ from pathlib import Path
 
 from pipeline.data.registry import MIRROR_ENV, DatasetSpec, RawFile
 from pipeline.io import atomic_dir, atomic_file
-from pipeline.runtime import UserError
+from pipeline.runtime import UserError, write_fault
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
@@ -68,14 +70,9 @@ def verify(path: Path, raw: RawFile, keep: Path | None = None) -> None:
     payload is written there on the way."""
     if _looks_like_html(path):
         raise SourceError(f"an HTML page, not {raw.name} (an error or login page saved in its place)")
-    if raw.name.endswith(".zip"):
-        try:
-            with zipfile.ZipFile(path) as zf:
-                if (broken := zf.testzip()) is not None:
-                    raise SourceError(f"zip member {broken} fails its CRC; truncated or corrupted")
-        except (zipfile.BadZipFile, zlib.error, EOFError) as err:
-            raise SourceError(f"not a readable zip archive ({err}); truncated?") from None
     payload = payload_sha256(path, raw.name.endswith(GZIP_SUFFIXES), keep)  # reads every byte: finds truncation
+    if raw.name.endswith((".zip", ".tgz")):
+        check_layout(path, raw)
     if raw.sha256:
         if payload != raw.sha256:
             raise SourceError(f"checksum mismatch (payload sha256 {payload[:12]}..., expected {raw.sha256[:12]}...)")
@@ -89,6 +86,34 @@ def verify(path: Path, raw: RawFile, keep: Path | None = None) -> None:
                               f"expected {raw.published_md5[:12]}...)")
     else:
         log.warning("%s: no checksum is published; kept on structural checks alone", raw.name)
+
+
+def _archive_members(path: Path, name: str) -> list[str]:
+    """The regular-file members of a .zip or .tgz, read through to the end (every CRC checked)."""
+    if name.endswith(".zip"):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                if (broken := zf.testzip()) is not None:
+                    raise SourceError(f"zip member {broken} fails its CRC; truncated or corrupted")
+                return [info.filename for info in zf.infolist() if not info.is_dir()]
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
+            raise SourceError(f"not a readable zip archive ({err}); truncated?") from None
+    try:
+        with tarfile.open(path, "r|gz") as tar:
+            return [member.name for member in tar if member.isfile()]  # iterating reads the stream to its end
+    except (tarfile.TarError, zlib.error, EOFError, OSError) as err:
+        raise SourceError(f"a gzip stream but not a readable tar archive ({err})") from None
+
+
+def check_layout(path: Path, raw: RawFile) -> None:
+    """Raise SourceError unless the archive reads through to its end and has the layout of `raw`."""
+    members = _archive_members(path, raw.name)
+    patterns = [re.compile(pattern) for pattern in raw.layout]
+    if patterns:
+        if stray := next((m for m in members if not any(p.fullmatch(m) for p in patterns)), None):
+            raise SourceError(f"unexpected member {stray!r} ({len(members)} files); not the published archive")
+        if missing := next((p.pattern for p in patterns if not any(p.fullmatch(m) for m in members)), None):
+            raise SourceError(f"no member matching {missing!r} ({len(members)} files); not the published archive")
 
 
 def candidate_sources(dataset: str, raw: RawFile, system_dir: str | None = None) -> list[tuple[str, str]]:
@@ -114,6 +139,10 @@ def _copy_from(kind: str, location: str, dest: Path) -> None:
     if kind in ("mirror", "system", "package"):
         if not os.path.isfile(location):
             raise SourceError(f"missing file {location}")
+        try:
+            open(location, "rb").close()  # a fault of the source, not of the output folder
+        except OSError as err:
+            raise SourceError(f"unreadable ({err.strerror})") from None
         shutil.copyfile(location, dest)
         return
     try:
@@ -121,7 +150,9 @@ def _copy_from(kind: str, location: str, dest: Path) -> None:
             shutil.copyfileobj(response, out, CHUNK)
     except urllib.error.HTTPError as err:
         raise SourceError(f"HTTP {err.code} {err.reason}") from None
-    except (urllib.error.URLError, OSError) as err:
+    except OSError as err:  # URLError included
+        if write_fault(err):  # the output folder's fault (full disk, permissions), not the source's
+            raise
         raise SourceError(f"unreachable ({getattr(err, 'reason', err)})") from None
 
 
@@ -151,11 +182,17 @@ def fetch_file(dataset: str, raw: RawFile, out_dir: Path, system_dir: str | None
     raise UserError(f"{dataset}/{raw.name}: every source failed: {tried}")
 
 
+CHECKSUMS = "SHA256SUMS"  # beside the raw files: the SHA-256 of each file as accepted (`sha256sum -c` format)
+
+
 def download(spec: DatasetSpec, out_dir: Path) -> None:
-    """Fetch every raw file of `spec` into out_dir."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for raw in spec.files:
-        fetch_file(spec.name, raw, out_dir, spec.system_dir)
+    """Fetch every raw file of `spec` into out_dir, which appears whole (with its CHECKSUMS) or not at all."""
+    with atomic_dir(out_dir) as tmp:
+        sums = []
+        for raw in spec.files:
+            path = fetch_file(spec.name, raw, tmp, spec.system_dir)
+            sums.append(f"{payload_sha256(path, gzipped=False)}  {path.name}\n")
+        (tmp / CHECKSUMS).write_text("".join(sums))
 
 
 def copy_folder(source: Path, out_dir: Path) -> int:
@@ -167,6 +204,9 @@ def copy_folder(source: Path, out_dir: Path) -> int:
     for path in files:
         if path.is_symlink():
             raise UserError(f"{path}: a symbolic link; image folders must hold the files themselves")
+        if path.is_dir() and not any(not p.name.startswith(".") for p in path.iterdir()):
+            # DVC does not track empty folders, so the class would vanish from the snapshot unnoticed.
+            raise UserError(f"{path}: an empty class directory; put its images in it or remove it")
     with atomic_dir(out_dir) as tmp:
         for path in files:
             if path.is_file():

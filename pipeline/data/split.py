@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.io import atomic_dir
+from pipeline.io import atomic_dir, reading
+from pipeline.runtime import UserError
 
 SUBSETS = ("train", "val", "test")
 
@@ -25,7 +26,23 @@ def make_split(labels: np.ndarray, official: dict[str, tuple[int, int]], val_fra
         if subset not in split:
             pool, split[subset] = _stratified_draw(pool, labels, fraction, rng)
     split["train"] = pool
+    _refuse_empty(split, official, len(labels))
     return {subset: np.sort(split[subset]).astype(np.int64) for subset in SUBSETS}
+
+
+def _refuse_empty(split: dict[str, np.ndarray], official: dict[str, tuple[int, int]], total: int) -> None:
+    """A UserError naming the empty subset, what each subset would get, and the setting to change."""
+    empty = next((subset for subset in SUBSETS if len(split[subset]) == 0), None)
+    if empty is None:
+        return
+    counts = ", ".join(f"{subset} {len(split[subset])}" for subset in SUBSETS)
+    if empty in official:
+        fix = "the dataset publishes it empty"
+    elif empty == "train":
+        fix = "lower split.val_fraction or split.test_fraction"
+    else:
+        fix = f"raise split.{empty}_fraction, or add images (every subset needs at least one)"
+    raise UserError(f"split: this partition leaves {empty} empty ({counts} of {total} images); {fix}")
 
 
 def _stratified_draw(pool: np.ndarray, labels: np.ndarray, fraction: float,
@@ -46,4 +63,5 @@ def save_split(split: dict[str, np.ndarray], out_dir: Path) -> None:
 
 
 def load_split(in_dir: Path) -> dict[str, np.ndarray]:
-    return {subset: np.load(Path(in_dir) / f"{subset}.npy") for subset in SUBSETS}
+    with reading(in_dir, "split"):
+        return {subset: np.load(Path(in_dir) / f"{subset}.npy", allow_pickle=False) for subset in SUBSETS}

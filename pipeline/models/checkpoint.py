@@ -8,8 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.io import atomic_file
+from pipeline.io import atomic_file, reading
 from pipeline.models import create_model
+from pipeline.runtime import UserError
 
 
 def save_model(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any]) -> None:
@@ -23,8 +24,14 @@ def save_model(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any]) 
 
 def load_model(path: str | os.PathLike, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model saved by save_model; returns (model in eval mode on `device`, meta)."""
-    checkpoint = torch.load(path, map_location=device, weights_only=True)
-    meta = checkpoint["meta"]
-    model = create_model(meta["model"], tuple(meta["image_shape"]), len(meta["classes"]), **meta["arch"])
-    model.load_state_dict(checkpoint["state_dict"])
+    with reading(path, "train"):
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+        meta, state = checkpoint["meta"], checkpoint["state_dict"]
+        shape, classes = tuple(meta["image_shape"]), len(meta["classes"])
+    model = create_model(meta["model"], shape, classes, **meta["arch"])
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:  # tensors missing, unexpected or of another shape
+        raise UserError(f"{path}: its weights do not fit the {meta['model']} model its metadata describes "
+                        f"({str(err).splitlines()[-1].strip()[:120]}); rerun the train stage (dvc repro -f)") from None
     return model.to(device).eval(), meta
