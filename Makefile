@@ -8,6 +8,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: run test offline-plots
 run: $(VENV)/.installed
+	python -m pipeline.config  # params.yaml checked first: one line, where dvc.yaml's templating would fail obscurely
 	dvc repro
 
 test: $(VENV)/.installed

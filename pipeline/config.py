@@ -173,6 +173,8 @@ def load_params(path: str | os.PathLike = "params.yaml") -> Params:
         raise UserError(f"{path}: file not found; `git checkout {path}` restores the committed one") from None
     except YAMLError as err:
         raise UserError(_yaml_error(path, err)) from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file (not UTF-8); `git checkout {path}` restores the committed one") from None
     if not data:
         raise UserError(f"{path}: empty; it must hold the pipeline's settings (`git checkout {path}` restores them)")
     if not isinstance(data, dict):

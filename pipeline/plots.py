@@ -29,12 +29,13 @@ def read_dvclive_history(live_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarr
     """{"train/loss": (steps, values), ...} from dvclive's plots/metrics/**/*.tsv files."""
     root = Path(live_dir) / "plots" / "metrics"
     history = {}
-    with reading(live_dir, "train"):
-        for tsv in sorted(root.rglob("*.tsv")):
-            with open(tsv, newline="") as f:
-                rows = list(csv.DictReader(f, delimiter="\t"))
-            name = tsv.relative_to(root).with_suffix("").as_posix()
-            key = tsv.stem
+    for tsv in sorted(root.rglob("*.tsv")):
+        with reading(tsv, "train"):
+            text = tsv.read_text()
+            rows = list(csv.DictReader(text.splitlines(), delimiter="\t"))
+            if not rows or not text.endswith("\n"):  # dvclive writes whole lines
+                raise UserError(f"{tsv}: {'no rows' if not rows else 'truncated'}; rerun the train stage (dvc repro -f)")
+            name, key = tsv.relative_to(root).with_suffix("").as_posix(), tsv.stem
             history[name] = (np.array([int(r["step"]) for r in rows]) + 1, np.array([float(r[key]) for r in rows]))
     if not history:
         raise UserError(f"{live_dir}: no training log (dvclive's plots/metrics/*.tsv); run the train stage first")

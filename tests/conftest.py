@@ -1,10 +1,11 @@
-"""Shared fixtures: a small learnable synthetic dataset, the repo's params.yaml as a plain dict, and a tiny
+"""Shared fixtures: a small learnable synthetic dataset, the committed params.yaml as a plain dict, and a tiny
 reproduced copy of the project."""
 
 from __future__ import annotations
 
 import copy
 import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,25 @@ from pipeline.data.registry import MIRROR_ENV
 from pipeline.data.split import make_split
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"  # the offline mirror of real data, where present
-if SHARED_DATASETS.is_dir():
-    os.environ.setdefault(MIRROR_ENV, str(SHARED_DATASETS))
+# The offline mirror of real data: $MNIST_PIPELINE_MIRROR if set, else the folder beside the repository.
+if (REPO_ROOT.parent / "shared" / "datasets").is_dir():
+    os.environ.setdefault(MIRROR_ENV, str(REPO_ROOT.parent / "shared" / "datasets"))
+SHARED_DATASETS = Path(os.environ.get(MIRROR_ENV) or REPO_ROOT.parent / "shared" / "datasets")
+
+
+def committed_params_text() -> str:
+    """params.yaml as committed (HEAD), not as the workspace has it: a user's local edit must not change
+    what the tests check. Outside a git checkout, the file itself."""
+    done = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=REPO_ROOT, capture_output=True, text=True)
+    return done.stdout if done.returncode == 0 else (REPO_ROOT / "params.yaml").read_text()
+
+
+@pytest.fixture(scope="session")
+def committed_params(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A test-owned copy of the committed params.yaml."""
+    path = tmp_path_factory.mktemp("committed") / "params.yaml"
+    path.write_text(committed_params_text())
+    return path
 NUM_CLASSES = 10
 PER_CLASS = 60
 SIDE = 28
@@ -54,13 +71,12 @@ def synthetic_split(synthetic: ParsedDataset) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="session")
 def repo_params_dict() -> dict[str, Any]:
-    with open(REPO_ROOT / "params.yaml") as f:
-        return YAML(typ="safe").load(f)
+    return YAML(typ="safe").load(committed_params_text())
 
 
 @pytest.fixture
 def params(repo_params_dict: dict[str, Any]) -> dict[str, Any]:
-    """A private copy of the repo's params.yaml, free to mutate."""
+    """A private copy of the committed params.yaml, free to mutate."""
     return copy.deepcopy(repo_params_dict)
 
 

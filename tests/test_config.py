@@ -12,7 +12,6 @@ from pipeline.config import Params, load_params
 from pipeline.models import create_model
 from pipeline.runtime import UserError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 WriteParams = Callable[[dict[str, Any]], Path]
 DELETE = object()
 
@@ -37,8 +36,8 @@ def error_of(path: Path) -> str:
     return message
 
 
-def test_repo_params_load() -> None:
-    params = load_params(REPO_ROOT / "params.yaml")
+def test_repo_params_load(committed_params: Path) -> None:
+    params = load_params(committed_params)
     assert isinstance(params, Params)
     assert params.run.datasets == ["mnist-5k"]
     assert set(params.run.models) <= set(params.models)
@@ -108,9 +107,9 @@ def test_model_left_out_of_run_keeps_section(params: dict[str, Any], write_param
     assert set(load_params(write_params(params)).models) == {"mlp", "lenet", "resnet", "eurnn", "lstm"}
 
 
-def test_yaml_12_exponent_is_float(tmp_path: Path) -> None:
+def test_yaml_12_exponent_is_float(tmp_path: Path, committed_params: Path) -> None:
     """`1e-3` (no dot) is a float in YAML 1.2, as DVC reads it; YAML 1.1 would make it a string."""
-    text = (REPO_ROOT / "params.yaml").read_text()
+    text = committed_params.read_text()
     assert "lr: 3.0e-3" in text
     path = tmp_path / "params.yaml"
     path.write_text(text.replace("lr: 3.0e-3", "lr: 3e-3"))

@@ -339,7 +339,8 @@ def test_download_over_http(http_root: tuple[Path, str], tmp_path: Path, monkeyp
 
 # ---------------------------------------------------------------- real data (../shared/datasets)
 
-needs_mirror = pytest.mark.skipif(not SHARED_DATASETS.is_dir(), reason=f"{SHARED_DATASETS} is absent")
+needs_mirror = pytest.mark.skipif(not SHARED_DATASETS.is_dir(),
+                                  reason=f"no real-data mirror at {SHARED_DATASETS} (set $MNIST_PIPELINE_MIRROR)")
 
 
 @needs_mirror

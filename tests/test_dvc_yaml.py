@@ -54,7 +54,7 @@ def test_no_stage_imports_another_models_code() -> None:
         assert not leaked, f"{stage} imports model code before it knows the model: {leaked}"
 
 
-def test_params_yaml_is_valid_and_every_model_has_a_section() -> None:
-    params = load_params(ROOT / "params.yaml")
+def test_params_yaml_is_valid_and_every_model_has_a_section(committed_params: Path) -> None:
+    params = load_params(committed_params)
     assert set(params.models) == set(MODELS)
     assert set(params.run.models) <= set(params.models)

@@ -22,10 +22,11 @@ from pipeline.evaluation import (
 )
 from pipeline.inference import Normalization
 from pipeline.models import create_model
+from conftest import SHARED_DATASETS
 
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parents[1]
-FASHION_TEST_IMAGES = ROOT.parent / "shared" / "datasets" / "fashion-mnist" / "t10k-images-idx3-ubyte.gz"
+FASHION_TEST_IMAGES = SHARED_DATASETS / "fashion-mnist" / "t10k-images-idx3-ubyte.gz"  # honours $MNIST_PIPELINE_MIRROR
 
 
 def test_calibration_bins_and_ece_by_hand() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import pytest
@@ -114,5 +113,5 @@ def test_load_refuses_pickled_code(tmp_path: Path) -> None:
     meta = {"model": "mlp", "arch": {}, "classes": [str(k) for k in range(10)], "image_shape": list(IMAGE_SHAPE),
             "extra": Gadget()}
     torch.save({"meta": meta, "state_dict": model.state_dict()}, tmp_path / "model.pt")
-    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+    with pytest.raises(UserError, match="model.pt: unreadable.*UnpicklingError: Weights only load failed"):
         load_model(tmp_path / "model.pt", torch.device("cpu"))

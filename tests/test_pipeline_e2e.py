@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
+from conftest import committed_params_text
+
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "pipeline", "src", "templates", ".gitignore", ".dvcignore",
                  "data/folders"]
@@ -65,6 +67,7 @@ def copy_project(repo: Path) -> Path:
             shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(source, repo / name)
+    (repo / "params.yaml").write_text(committed_params_text())  # not the workspace's (maybe edited) copy
     return repo
 
 
