@@ -2,7 +2,8 @@
 
 The browser is driven over the DevTools protocol on a pipe (no extra package): it logs every request the
 page makes and reads back each chart's pixels. Host name resolution is switched off, so no request can
-leave the machine whatever the page asks for."""
+leave the machine whatever the page asks for. Set OFFLINE_PLOTS_SCREENSHOT=<file.png> to keep a full-page
+screenshot of the offline page."""
 
 from __future__ import annotations
 
