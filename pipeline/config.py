@@ -100,11 +100,16 @@ class TrainConfig(Section):
         return self
 
 
+# Test accuracy with the images rotated by this many degrees is a headline metric (accuracy_rotated_45 in
+# metrics.json, a column of the report) whenever evaluate.rotations lists the angle.
+HEADLINE_ROTATION = 45
+
+
 class EvaluateConfig(Section):
     batch_size: PositiveInt  # images per inference batch; bounds evaluation memory
     rotations: Annotated[list[float], Field(min_length=1)]  # test-set rotation angles, degrees
     calibration_bins: PositiveInt  # equal-width confidence bins of the calibration error
-    confusions: PositiveInt  # how many of the most frequent confusions metrics.json lists
+    confusions: PositiveInt  # how many of the most frequent confusions details.json lists
     embedding_points: PositiveInt  # test images whose penultimate features are kept for PCA / t-SNE
 
 

@@ -267,10 +267,10 @@ def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, split: dict[
                 on_epoch(epoch)
 
         best.train_time_s = time.perf_counter() - start_time
-        live.summary["best"] = {"epoch": best.best_epoch, "val/loss": best.best_val_loss,
-                                "val/accuracy": best.best_val_accuracy}
-        live.summary["train_time_s"] = best.train_time_s
-        live.summary["precision"] = precision
+        # metrics.json, what `dvc exp show` lists: the best epoch, the precision used and the wall time (the
+        # one number that depends on the machine), not the last epoch's values dvclive keeps (the .tsv
+        # curves hold those). dvclive adds "step", the last epoch's index.
+        live.summary = {"best_epoch": best.best_epoch, "precision": precision, "train_time_s": best.train_time_s}
 
     if best_state is not None:
         model.load_state_dict(best_state)

@@ -1,5 +1,5 @@
-"""Stage evaluate: test-set metrics, confusion data and per-image outputs of one trained model
-(params: evaluate, device)."""
+"""Stage evaluate: headline test metrics, detail metrics, confusion data and per-image outputs of one
+trained model (params: evaluate, device)."""
 
 import argparse
 from pathlib import Path
@@ -22,7 +22,9 @@ def main() -> None:
     parser.add_argument("--weights", required=True, type=Path, help="file written by the train stage")
     parser.add_argument("--parsed", required=True, type=Path, help="directory written by the parse stage")
     parser.add_argument("--split", required=True, type=Path, help="directory written by the split stage")
-    parser.add_argument("--metrics", required=True, type=Path, help="output: metrics JSON")
+    parser.add_argument("--metrics", required=True, type=Path, help="output: headline metrics JSON")
+    parser.add_argument("--details", required=True, type=Path,
+                        help="output: detail JSON (rotation curve, per-class scores, top confusions)")
     parser.add_argument("--confusion", required=True, type=Path, help="output: {actual, predicted} records JSON")
     parser.add_argument("--predictions", required=True, type=Path,
                         help="output (.npz): probabilities, reliability bins, features, first-layer filters")
@@ -38,18 +40,21 @@ def main() -> None:
     labels = data.labels[test]
 
     feature_rows = evenly_spaced(len(test), config.embedding_points)
-    metrics, outputs = evaluate(model, data.images[test], labels, data.classes,
-                                norm=Normalization(**meta["normalization"]), batch_size=config.batch_size,
-                                device=device, rotations=config.rotations, bins=config.calibration_bins,
-                                confusions=config.confusions, feature_rows=feature_rows)
+    metrics, details, outputs = evaluate(
+        model, data.images[test], labels, data.classes, norm=Normalization(**meta["normalization"]),
+        batch_size=config.batch_size, device=device, rotations=config.rotations, bins=config.calibration_bins,
+        confusions=config.confusions, feature_rows=feature_rows)
     predictions = outputs.predictions
     filters = first_conv_filters(model)  # None for models without a convolution
+    # np.savez stamps every member with the same fixed date (zipfile's default for a member named by a
+    # string), so equal arrays give equal bytes and a rerun does not rerun plot (the e2e test checks it).
     with atomic_file(args.predictions) as tmp, open(tmp, "wb") as f:
         np.savez(f, predictions=predictions, probabilities=outputs.probabilities, feature_rows=feature_rows,
                  features=outputs.features,
                  **{f"reliability_{key}": value for key, value in outputs.reliability.items()},
                  **({} if filters is None else {"filters": filters}))
     write_json(args.confusion, confusion_records(labels, predictions, data.classes))
+    write_json(args.details, details)
     write_json(args.metrics, metrics)
 
 

@@ -1,16 +1,17 @@
 """Stage report: reports/summary.md comparing every dataset x model listed under run: in params.yaml, with
 per-dataset comparison figures (training curves of every model, rotation robustness) and
-reports/curves.tsv, the training curves of every model for `dvc plots diff`."""
+reports/curves.tsv, the training curves of every model for `dvc plots diff`. Reads each model's
+metrics.json, details.json and train/ (dvclive); writes no machine-dependent number."""
 
 import argparse
 import csv
 import os
 from pathlib import Path
 
-from pipeline.config import load_params
+from pipeline.config import HEADLINE_ROTATION, load_params
 from pipeline.io import atomic_dir, atomic_file, read_json, reading
 from pipeline.plots import plot_models_curves, plot_robustness, read_dvclive_history
-from pipeline.report import TABLE_ANGLE, ReportRow, curve_rows, render_summary
+from pipeline.report import ReportRow, curve_rows, render_summary
 from pipeline.runtime import UserError, run_stage
 
 
@@ -28,21 +29,23 @@ def main() -> None:
     for dataset in params.run.datasets:
         for model in params.run.models:
             folder = args.results / dataset / model
-            if not (folder / "metrics.json").is_file():
-                raise UserError(f"{folder}: no metrics.json (run the evaluate stage first)")
+            for name in ("metrics.json", "details.json"):
+                if not (folder / name).is_file():
+                    raise UserError(f"{folder}: no {name} (run the evaluate stage first)")
             history = read_dvclive_history(folder / "train")
             epochs = max(len(values) for _, values in history.values())  # as run: a step budget sets no epochs
             with reading(folder / "metrics.json", "evaluate"):
                 test = read_json(folder / "metrics.json")
-                scores = (test["accuracy"], test["loss"], test["ece"], test["rotation_accuracy"].get(str(TABLE_ANGLE)),
-                          test["num_parameters"])
+                scores = (test["accuracy"], test["loss"], test["ece"])
+            with reading(folder / "details.json", "evaluate"):
+                details = read_json(folder / "details.json")
+                rotated = details["rotation_accuracy"]
+                detail_scores = (rotated.get(str(HEADLINE_ROTATION)), details["num_parameters"])
             with reading(folder / "train" / "metrics.json", "train"):
-                train = read_json(folder / "train" / "metrics.json")
-                fit = (train["best"]["epoch"], epochs, train["train_time_s"])
-            rows.append(ReportRow(dataset, model, *scores, *fit))
+                fit = (read_json(folder / "train" / "metrics.json")["best_epoch"], epochs)
+            rows.append(ReportRow(dataset, model, *scores, *detail_scores, *fit))
             histories.setdefault(dataset, {})[model] = history
-            robustness.setdefault(dataset, {})[model] = {
-                float(angle): accuracy for angle, accuracy in test["rotation_accuracy"].items()}
+            robustness.setdefault(dataset, {})[model] = {float(angle): value for angle, value in rotated.items()}
 
     figures, relative = {}, Path(os.path.relpath(args.figures, args.out.parent)).as_posix()
     with atomic_dir(args.figures) as tmp:

@@ -96,6 +96,19 @@ def test_fetch_from_mirror(mirror: Path, tmp_path: Path) -> None:
     assert [p.name for p in out.parent.iterdir()] == ["tiny.csv"]  # no temporary left beside it
 
 
+def test_relative_mirror_is_relative_to_the_repository(mirror: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A queued experiment runs in a copy of the repository under .dvc/tmp/exps/, where DVC sets DVC_ROOT
+    to the repository: a relative $MNIST_PIPELINE_MIRROR still names the same folder."""
+    put_in_mirror(mirror, gzip.compress(PAYLOAD, mtime=0))
+    workspace = tmp_path / ".dvc" / "tmp" / "exps" / "tmpabc"
+    workspace.mkdir(parents=True)
+    monkeypatch.chdir(workspace)
+    monkeypatch.setenv(MIRROR_ENV, "mirror")
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    assert sources.fetch_file("tiny", RAW, workspace / "out").read_bytes() == PAYLOAD
+
+
 def test_recompressed_copy_verifies(mirror: Path, tmp_path: Path) -> None:
     """The checksum is of the payload, so a copy gzipped differently is still accepted, and kept as the
     same bytes as the original: the download stage's output does not depend on the source."""
@@ -288,3 +301,4 @@ def test_atomic_dir_keeps_old_on_failure(tmp_path: Path) -> None:
         raise RuntimeError("interrupted")
     assert [p.name for p in target.iterdir()] == ["old.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+

@@ -63,39 +63,46 @@ def lenet(synthetic: ParsedDataset) -> torch.nn.Module:
 
 
 def run_evaluate(model: torch.nn.Module, data: ParsedDataset, images: np.ndarray, batch_size: int,
-                 rotations: list[float]) -> tuple[dict, object]:
+                 rotations: list[float]) -> tuple[dict, dict, object]:
     return evaluate(model, images, data.labels, data.classes, norm=Normalization.fit(data.images),
                     batch_size=batch_size, device=CPU, rotations=rotations, bins=10, confusions=4,
                     feature_rows=evenly_spaced(len(images), 50))
 
 
 def test_metrics_contents(lenet: torch.nn.Module, synthetic: ParsedDataset) -> None:
-    metrics, outputs = run_evaluate(lenet, synthetic, synthetic.images, 64, [0, 45, 90])
+    metrics, details, outputs = run_evaluate(lenet, synthetic, synthetic.images, 64, [0, 45, 90])
     labels, predictions = synthetic.labels, outputs.predictions
+    # The headline numbers only: what `dvc exp show` lists for every model
+    assert list(metrics) == ["accuracy", "loss", "ece", "accuracy_rotated_45", "throughput_images_per_s"]
     assert metrics["accuracy"] == pytest.approx(np.mean(predictions == labels))
-    assert set(metrics["rotation_accuracy"]) == {"0", "45", "90"}
-    assert metrics["rotation_accuracy"]["0"] == pytest.approx(metrics["accuracy"])  # 0 degrees is the identity
+    assert set(details["rotation_accuracy"]) == {"0", "45", "90"}
+    assert details["rotation_accuracy"]["0"] == pytest.approx(metrics["accuracy"])  # 0 degrees is the identity
+    assert metrics["accuracy_rotated_45"] == details["rotation_accuracy"]["45"]
+    assert details["rotation"] == [{"degrees": degrees, "accuracy": details["rotation_accuracy"][f"{degrees:g}"]}
+                                   for degrees in (0, 45, 90)]
     for k, name in enumerate(synthetic.classes):
         mine, said = labels == k, predictions == k
-        assert metrics["per_class"][name]["recall"] == pytest.approx(np.mean(said[mine]))
-        assert metrics["per_class"][name]["precision"] == pytest.approx(np.mean(mine[said]) if said.any() else 0.0)
-    assert metrics["num_parameters"] == sum(p.numel() for p in lenet.parameters())
+        assert details["per_class"][name]["recall"] == pytest.approx(np.mean(said[mine]))
+        assert details["per_class"][name]["precision"] == pytest.approx(np.mean(mine[said]) if said.any() else 0.0)
+    assert details["num_parameters"] == sum(p.numel() for p in lenet.parameters())
+    assert details["num_images"] == len(labels)
     assert metrics["throughput_images_per_s"] > 0
-    assert len(metrics["confusions"]) <= 4 and all(rank["count"] > 0 for rank in metrics["confusions"].values())
+    assert len(details["confusions"]) <= 4 and all(rank["count"] > 0 for rank in details["confusions"].values())
     assert 0 <= metrics["ece"] <= 1
     assert outputs.probabilities.shape == (len(labels), 10)
     np.testing.assert_allclose(outputs.probabilities.sum(1), 1, atol=1e-5)
     assert outputs.features.shape == (50, lenet.num_features)
-    json.dumps(metrics)  # plain JSON types only
+    json.dumps([metrics, details])  # plain JSON types only
 
 
 def test_batch_size_does_not_change_results(lenet: torch.nn.Module, synthetic: ParsedDataset) -> None:
-    small, small_out = run_evaluate(lenet, synthetic, synthetic.images, 7, [30])
-    large, large_out = run_evaluate(lenet, synthetic, synthetic.images, 1000, [30])
+    small, small_details, small_out = run_evaluate(lenet, synthetic, synthetic.images, 7, [30])
+    large, large_details, large_out = run_evaluate(lenet, synthetic, synthetic.images, 1000, [30])
     for metrics in (small, large):
         metrics.pop("throughput_images_per_s")
     assert small.keys() == large.keys()
-    assert small["rotation_accuracy"] == large["rotation_accuracy"]
+    assert "accuracy_rotated_45" not in small  # 45 degrees was not evaluated
+    assert small_details["rotation_accuracy"] == large_details["rotation_accuracy"]
     assert small["loss"] == pytest.approx(large["loss"], rel=1e-5)
     np.testing.assert_allclose(small_out.probabilities, large_out.probabilities, atol=1e-5)
     np.testing.assert_allclose(small_out.features, large_out.features, atol=1e-4)
@@ -104,9 +111,9 @@ def test_batch_size_does_not_change_results(lenet: torch.nn.Module, synthetic: P
 def test_rotation_is_applied(lenet: torch.nn.Module, synthetic: ParsedDataset) -> None:
     """A test set turned clockwise by a quarter, evaluated at +90 degrees, is the original test set again."""
     turned = np.ascontiguousarray(np.rot90(synthetic.images, k=-1, axes=(1, 2)))
-    original, _ = run_evaluate(lenet, synthetic, synthetic.images, 128, [0])
-    rotated, _ = run_evaluate(lenet, synthetic, turned, 128, [0, 90])
-    assert rotated["rotation_accuracy"]["90"] == pytest.approx(original["accuracy"])
+    original, _, _ = run_evaluate(lenet, synthetic, synthetic.images, 128, [0])
+    rotated, rotated_details, _ = run_evaluate(lenet, synthetic, turned, 128, [0, 90])
+    assert rotated_details["rotation_accuracy"]["90"] == pytest.approx(original["accuracy"])
     assert rotated["accuracy"] != pytest.approx(original["accuracy"])  # the turned set alone is another set
 
 

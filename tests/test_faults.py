@@ -431,7 +431,7 @@ def test_missing_inputs(trained: Path, capsys: pytest.CaptureFixture[str], monke
     """Each stage given a missing input names it and the stage that writes it."""
     d = trained
     evaluate = ["--parsed", d / "parsed", "--split", d / "split", "--metrics", d / "r" / "metrics.json",
-                "--confusion", d / "r" / "confusion.json", "--predictions", d / "r" / "predictions.npz",
+                "--details", d / "r" / "details.json", "--confusion", d / "r" / "confusion.json", "--predictions", d / "r" / "predictions.npz",
                 "--params", d / "params.yaml"]
     cases = [
         ("train", train_args(d)[:4] + ["--split", d / "nosplit"] + train_args(d)[6:], ["nosplit", "split stage"]),
@@ -468,7 +468,8 @@ def test_report_without_training_log(tmp_path: Path, params: dict, capsys: pytes
               tmp_path / "params.yaml"]
     one_error(*call_stage("report", *report, capsys=capsys, monkeypatch=monkeypatch), "no metrics.json", "evaluate")
     (tmp_path / "results" / "mnist-5k" / "mlp").mkdir(parents=True)
-    (tmp_path / "results" / "mnist-5k" / "mlp" / "metrics.json").write_text("{}")
+    for name in ("metrics.json", "details.json"):
+        (tmp_path / "results" / "mnist-5k" / "mlp" / name).write_text("{}")
     one_error(*call_stage("report", *report, capsys=capsys, monkeypatch=monkeypatch), "no training log", "train")
     assert not (tmp_path / "rep").exists()
 
@@ -672,7 +673,7 @@ def test_sigkill_during_training_then_rerun(trained: Path, params: dict) -> None
     assert done.returncode == 0, done.stderr
     assert temporaries(d) == []
     metrics = json.loads((d / "results" / "train" / "metrics.json").read_text())
-    assert metrics["best"]["epoch"] == 1 and (d / "models" / "mlp.pt").stat().st_size > 0
+    assert metrics["best_epoch"] == 1 and (d / "models" / "mlp.pt").stat().st_size > 0
 
 
 def test_write_fault_messages() -> None:

@@ -94,9 +94,13 @@ def test_outputs_are_written(repo: Path) -> None:
     for model in ("mlp", "lenet"):
         results = repo / "results" / DATASET / model
         metrics = json.loads((results / "metrics.json").read_text())
+        details = json.loads((results / "details.json").read_text())
         assert 0.5 < metrics["accuracy"] <= 1.0, f"{model}: accuracy {metrics['accuracy']} after one epoch"
-        assert len(json.loads((results / "confusion.json").read_text())) == metrics["num_images"]
-        assert set(metrics["rotation_accuracy"]) == {"0", "45", "90"}
+        assert len(json.loads((results / "confusion.json").read_text())) == details["num_images"]
+        assert set(details["rotation_accuracy"]) == {"0", "45", "90"}
+        assert metrics["accuracy_rotated_45"] == details["rotation_accuracy"]["45"]
+        train = json.loads((results / "train" / "metrics.json").read_text())
+        assert set(train) == {"best_epoch", "precision", "train_time_s", "step"}
         figures = {"curves", "confusion", "predictions", "mistakes", "reliability", "embedding"}
         figures |= {"filters"} if model == "lenet" else set()  # the first conv's kernels; the MLP has none
         assert {p.name for p in (results / "figures").iterdir()} == {f"{name}.png" for name in figures}
@@ -127,7 +131,8 @@ def test_one_param_change_reruns_only_that_model(repo: Path) -> None:
     # Putting the old value back restores the earlier training run from the run-cache: no training.
     run(["git", "checkout", "params.yaml"], repo)
     output = dvc("repro", cwd=repo)
-    assert f"Stage 'train@{DATASET}-mlp' is cached - skipping run" in output
+    for stage in ("train", "evaluate", "plot"):  # git-tracked outputs and all
+        assert f"Stage '{stage}@{DATASET}-mlp' is cached - skipping run" in output, output
     assert json.loads((repo / "results" / DATASET / "mlp" / "metrics.json").read_text()) == before
     assert json.loads(dvc("metrics", "diff", "--json", cwd=repo)) == {}
 
@@ -139,9 +144,11 @@ def test_dvc_tools_render(repo: Path) -> None:
     assert (repo / "dvc_plots" / "index.html").stat().st_size > 0
 
 
-def test_plots_diff_between_commits(repo: Path) -> None:
+def test_second_commit_compares_from_a_fresh_clone(repo: Path, tmp_path: Path) -> None:
     """A second commit with other mlp results: `dvc plots diff HEAD~1` overlays both revisions' training
-    curves of every model and shows both revisions' confusion matrices, without errors."""
+    curves of every model and shows both revisions' confusion matrices. A fresh clone, with an empty
+    DVC cache and no remote, compares the two commits from git alone; its `dvc repro` (everything
+    again, from the raw data) changes no git-tracked byte outside the machine-dependent timing fields."""
     edit_params(repo, mlp__lr=0.02)
     dvc("repro", cwd=repo)
     git_commit(repo, "mlp at another learning rate")
@@ -165,9 +172,142 @@ def test_plots_diff_between_commits(repo: Path) -> None:
         assert "error" not in output.lower(), output
         page = (html / "index.html").read_text()
         assert "Validation loss per epoch" in page and f"{DATASET}/lenet" in page
+
+        clone = tmp_path / "clone"
+        run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+        assert not (clone / ".dvc" / "cache").exists()
+        compare_from_git(clone)
+        rerun_changes_only_timings(clone)
     finally:
         run(["git", "reset", "-q", "--hard", "HEAD~1"], repo)  # other tests see the baseline again
         dvc("checkout", "-q", cwd=repo)
+
+
+def compare_from_git(clone: Path) -> None:
+    """`dvc metrics diff`, `dvc exp show` and `dvc plots diff` of HEAD~1 and HEAD, in a clone whose DVC
+    cache is empty: every model's metrics and curves of both revisions, no load failure."""
+    metric_files = {f"results/{DATASET}/{model}/{name}" for model in ("mlp", "lenet")
+                    for name in ("metrics.json", "train/metrics.json")}
+    diff = run([sys.executable, "-m", "dvc", "metrics", "diff", "HEAD~1", "--all", "--json"], clone)
+    assert "failed to load" not in diff, diff
+    diff = json.loads(diff)
+    assert set(diff) == metric_files
+    for path, values in diff.items():
+        assert values and all(v["old"] is not None and v["new"] is not None for v in values.values()), path
+    assert diff[f"results/{DATASET}/mlp/metrics.json"]["accuracy"]["diff"] != 0  # mlp's lr changed
+
+    shown = run([sys.executable, "-m", "dvc", "exp", "show", "--json", "-n", "2"], clone)
+    assert "failed to load" not in shown and "!" not in shown, shown
+    revisions = json.loads(shown)
+    assert [entry["rev"] for entry in revisions][0] == "workspace" and len(revisions) == 3  # and 2 commits
+    for entry in revisions:
+        assert entry["error"] is None, entry
+        metrics = entry["data"]["metrics"]
+        assert set(metrics) == metric_files, entry["rev"]
+        for path, loaded in metrics.items():
+            assert "error" not in loaded and loaded["data"], (entry["rev"], path)
+        # headline numbers only: what `dvc exp show` lists stays narrow
+        assert sum(len(loaded["data"]) for loaded in metrics.values()) <= 9 * 2
+
+    plots = run([sys.executable, "-m", "dvc", "plots", "diff", "HEAD~1", "--json"], clone)
+    assert "failed to load" not in plots, plots
+    data = json.loads(plots)["data"]
+    for model in ("mlp", "lenet"):
+        for curve in ("train/loss", "train/accuracy", "val/loss", "val/accuracy"):
+            (plot,) = data[f"results/{DATASET}/{model}/train/plots/metrics/{curve}.tsv"]
+            values = plot["content"]["data"]["values"]
+            assert {datum["rev"] for datum in values} == {"HEAD~1", "workspace"}, (model, curve)
+        (rotation,) = data[f"results/{DATASET}/{model}/details.json"]
+        assert {(datum["rev"], datum["degrees"]) for datum in rotation["content"]["data"]["values"]} == {
+            (rev, degrees) for rev in ("HEAD~1", "workspace") for degrees in (0, 45, 90)}
+    (curves,) = data["Validation loss per epoch"]
+    assert {(datum["rev"], datum["series"]) for datum in curves["content"]["data"]["values"]} == {
+        (rev, f"{DATASET}/{model}") for rev in ("HEAD~1", "workspace") for model in ("mlp", "lenet")}
+
+
+# The machine-dependent numbers, listed in README.md ("What is cached where"): every other byte that
+# git tracks is the same on a rerun of the same params on the same machine.
+TIMING_FIELDS = {"train_time_s", "throughput_images_per_s"}
+
+
+def without_timings(value: object) -> object:
+    if isinstance(value, dict):
+        return {key: without_timings(item) for key, item in value.items() if key not in TIMING_FIELDS}
+    if isinstance(value, list):
+        return [without_timings(item) for item in value]
+    return value
+
+
+def lock_without_timings(lock: dict, timed: set[str]) -> dict:
+    """dvc.lock without the hashes of files that hold a timing field, and of folders holding one."""
+    def entry(item: dict) -> dict:
+        path = item["path"]
+        if any(file == path or file.startswith(f"{path}/") for file in timed):
+            return {"path": path}
+        return item
+
+    return {**lock, "stages": {name: {key: [entry(i) for i in value] if key in ("deps", "outs") else value
+                                      for key, value in stage.items()}
+                               for name, stage in lock["stages"].items()}}
+
+
+def rerun_changes_only_timings(clone: Path) -> None:
+    """`dvc repro` in `clone` (nothing cached: every stage runs) leaves git status with changes only to
+    timing fields; a forced rerun of evaluate writes the same predictions, so plot does not rerun."""
+    ran = stages_run(dvc("repro", cwd=clone))
+    assert {f"train@{DATASET}-mlp", f"plot@{DATASET}-lenet", "report"} <= ran
+    changed = run(["git", "status", "--porcelain", "--untracked-files=all"], clone).splitlines()
+    timed = {line[3:] for line in changed if line[3:].endswith(".json")}
+    yaml = YAML(typ="safe")
+    for line in changed:
+        status, path = line[:2], line[3:]
+        assert status == " M", f"{line}: a rerun added or removed a git-tracked file"
+        committed = run(["git", "show", f"HEAD:{path}"], clone)
+        now = (clone / path).read_text()
+        if path.endswith(".json"):
+            before, after = json.loads(committed), json.loads(now)
+            assert before != after and without_timings(before) == without_timings(after), path
+        elif path == "dvc.lock":
+            assert lock_without_timings(yaml.load(committed), timed) == lock_without_timings(yaml.load(now), timed)
+        else:
+            raise AssertionError(f"{path} changed on a rerun of the same params")
+
+    output = dvc("repro", "-f", "-s", f"evaluate@{DATASET}-mlp", cwd=clone)
+    assert stages_run(output) == {f"evaluate@{DATASET}-mlp"}
+    ran = stages_run(dvc("repro", cwd=clone))
+    assert f"plot@{DATASET}-mlp" not in ran, "evaluate's outputs changed on a forced rerun"
+    assert ran <= {"report"}  # results/ holds the new throughput; the report it writes is the same
+
+
+def test_grid_search_on_the_queue(repo: Path) -> None:
+    """Two learning rates of lenet queued, run by two workers in DVC's temporary workspaces
+    (.dvc/tmp/exps/), then listed by `dvc exp show` with their metrics; the workspace is untouched."""
+    before = run(["git", "status", "--porcelain"], repo)
+    output = dvc("exp", "run", "--queue", "-S", "models.lenet.lr=0.001,0.002", cwd=repo)
+    assert output.count("Queued experiment") == 2, output
+    try:
+        dvc("queue", "start", "-j", "2", cwd=repo)
+        deadline = time.monotonic() + 600
+        while True:
+            status = dvc("queue", "status", cwd=repo)
+            tasks = [line.split() for line in status.splitlines()[1:] if line and not line.startswith("Worker")]
+            if all(task[-1] in ("Success", "Failed") for task in tasks) or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        assert [task[-1] for task in tasks] == ["Success", "Success"], status
+    finally:
+        dvc("queue", "stop", "--kill", cwd=repo)
+    shown = json.loads(dvc("exp", "show", "--json", cwd=repo))
+    experiments = [exp for entry in shown for exp in entry.get("experiments") or [] if entry["rev"] != "workspace"]
+    lrs = {}
+    for experiment in experiments:
+        (revision,) = experiment["revs"]
+        data = revision["data"]
+        lenet = data["metrics"][f"results/{DATASET}/lenet/metrics.json"]["data"]
+        assert 0 < lenet["accuracy"] <= 1 and data["metrics"][f"results/{DATASET}/lenet/train/metrics.json"]["data"]
+        lrs[data["params"]["params.yaml"]["data"]["models"]["lenet"]["lr"]] = lenet["accuracy"]
+    assert set(lrs) == {0.001, 0.002}, lrs
+    assert run(["git", "status", "--porcelain"], repo) == before
 
 
 def test_killed_train_stage_resumes_to_the_same_result(repo: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.config import HEADLINE_ROTATION
 from pipeline.evaluation import calibration_bins
 from pipeline.plots import (
     plot_confusion,
@@ -19,7 +20,7 @@ from pipeline.plots import (
     plot_robustness,
     read_dvclive_history,
 )
-from pipeline.report import TABLE_ANGLE, ReportRow, curve_rows, render_summary
+from pipeline.report import ReportRow, curve_rows, render_summary
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CLASSES = [str(k) for k in range(10)]
@@ -130,7 +131,7 @@ def test_curve_rows(tmp_path: Path) -> None:
 
 def row(dataset: str, model: str, accuracy: float, rotated: float | None = 0.5) -> ReportRow:
     return ReportRow(dataset, model, test_accuracy=accuracy, test_loss=1 - accuracy, ece=0.01234,
-                     rotated_accuracy=rotated, num_parameters=44426, best_epoch=7, epochs=20, train_time_s=12.34)
+                     rotated_accuracy=rotated, num_parameters=44426, best_epoch=7, epochs=20)
 
 
 def table_rows(markdown: str) -> list[list[str]]:
@@ -147,7 +148,7 @@ def test_render_summary_sorted_best_first() -> None:
     assert len(body) == len(rows)
     assert [(cells[0], cells[1]) for cells in body] == [
         ("fashion", "mlp"), ("fashion", "lenet"), ("mnist-5k", "lenet"), ("mnist-5k", "mlp")]
-    assert body[2] == ["mnist-5k", "lenet", "0.9813", "0.0187", "0.0123", "–", "44,426", "7 / 20", "12.3"]
+    assert body[2] == ["mnist-5k", "lenet", "0.9813", "0.0187", "0.0123", "–", "44,426", "7 / 20"]
     assert body[3][5] == "0.5000"
 
 
@@ -157,7 +158,7 @@ def test_render_summary_header_and_figures() -> None:
     assert markdown.startswith("# Results\n")
     header = [line for line in markdown.splitlines() if line.startswith("|")][0]
     assert [cell.strip() for cell in header.strip("|").split("|")] == [
-        "dataset", "model", "test accuracy", "test loss", "ECE", f"accuracy at {TABLE_ANGLE}°", "parameters",
-        "best epoch", "train time (s)"]
+        "dataset", "model", "test accuracy", "test loss", "ECE", f"accuracy at {HEADLINE_ROTATION}°", "parameters",
+        "best epoch"]
     assert "![rotation robustness](figures/mnist-5k-rotation.png)" in markdown
     assert "[mlp](../results/mnist-5k/mlp/figures/)" in markdown

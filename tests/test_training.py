@@ -102,9 +102,9 @@ def test_best_epoch_is_min_val_loss(runs: dict[str, Run], synthetic: ParsedDatas
     val = synthetic_split["val"]
     assert val_loss(run, synthetic.images[val], synthetic.labels[val]) == pytest.approx(run.result.best_val_loss,
                                                                                         abs=1e-6)
-    best = json.loads((run.live_dir / "metrics.json").read_text())["best"]
-    assert best == {"epoch": run.result.best_epoch, "val/loss": run.result.best_val_loss,
-                    "val/accuracy": run.result.best_val_accuracy}
+    summary = json.loads((run.live_dir / "metrics.json").read_text())
+    assert summary == {"best_epoch": run.result.best_epoch, "precision": "fp32",
+                       "train_time_s": run.result.train_time_s, "step": EPOCHS - 1}  # dvclive's: the epoch index
 
 
 def test_best_weights_restored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, synthetic: ParsedDataset,
@@ -127,8 +127,8 @@ def test_learns_above_chance(runs: dict[str, Run], synthetic: ParsedDataset,
                              synthetic_split: dict[str, np.ndarray]) -> None:
     assert runs["a"].result.best_val_accuracy > 0.5
     test = synthetic_split["test"]
-    metrics, _ = evaluate(runs["a"].model, synthetic.images[test], synthetic.labels[test], synthetic.classes,
-                          norm=runs["a"].norm, batch_size=32, device=CPU)
+    metrics, _, _ = evaluate(runs["a"].model, synthetic.images[test], synthetic.labels[test], synthetic.classes,
+                             norm=runs["a"].norm, batch_size=32, device=CPU)
     assert metrics["accuracy"] > 0.5  # chance is 0.1
 
 
@@ -153,13 +153,13 @@ def test_evaluate_and_confusion(runs: dict[str, Run], synthetic: ParsedDataset,
                                 synthetic_split: dict[str, np.ndarray]) -> None:
     test = synthetic_split["test"]
     images, labels = synthetic.images[test], synthetic.labels[test]
-    metrics, outputs = evaluate(runs["a"].model, images, labels, synthetic.classes, norm=runs["a"].norm,
-                                batch_size=7, device=CPU)
+    metrics, details, outputs = evaluate(runs["a"].model, images, labels, synthetic.classes,
+                                         norm=runs["a"].norm, batch_size=7, device=CPU)
     predictions = outputs.predictions
-    assert metrics["num_images"] == len(test) and predictions.shape == (len(test),)
+    assert details["num_images"] == len(test) and predictions.shape == (len(test),)
     assert metrics["accuracy"] == pytest.approx(np.mean(predictions == labels))
     assert metrics["loss"] == pytest.approx(val_loss(runs["a"], images, labels), abs=1e-6)
-    assert set(metrics["per_class"]) == set(synthetic.classes)
+    assert set(details["per_class"]) == set(synthetic.classes)
 
     records = confusion_records(labels, predictions, synthetic.classes)
     assert len(records) == len(test)

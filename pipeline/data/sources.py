@@ -120,7 +120,9 @@ def candidate_sources(dataset: str, raw: RawFile, system_dir: str | None = None)
     """(kind, location) pairs in the order they are tried."""
     sources = []
     if mirror := os.environ.get(MIRROR_ENV):
-        sources.append(("mirror", str(Path(mirror) / dataset / raw.name)))
+        # A relative mirror is relative to the repository root, which DVC names in DVC_ROOT: a queued
+        # experiment (`dvc queue start`) runs its stages in a copy under .dvc/tmp/exps/.
+        sources.append(("mirror", str(Path(os.environ.get("DVC_ROOT", ".")) / mirror / dataset / raw.name)))
     if system_dir:
         sources.append(("system", str(Path(system_dir) / raw.name)))
     if raw.package_resource:
