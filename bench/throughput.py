@@ -14,7 +14,7 @@ end-of-epoch validation pass is in the time too; counted are the training images
 first (oneDNN builds its kernels on first use; torch.compile compiles), then the minimum time of REPEATS
 runs; the warm-up's time is printed too ("first"), which for `compile` holds the compilation.
 
-    python bench/throughput.py [--models mlp lenet resnet] [--variants default bf16 bf16+channels_last ...]
+    python -m bench.throughput [--models mlp lenet resnet] [--variants default bf16 bf16+channels_last ...]
                                [--repeats 3] [--steps N]
 
 A variant is `default` (params.yaml as is) or options joined by `+`, applied over params.yaml:
@@ -31,25 +31,18 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from pipeline.config import TrainConfig, load_params  # noqa: E402
-from pipeline.data.parsed import ParsedDataset, load_parsed  # noqa: E402
-from pipeline.data.split import load_split  # noqa: E402
-from pipeline.device import native_bf16, resolve_device, resolve_precision, seed_everything  # noqa: E402
-from pipeline.inference import Normalization  # noqa: E402
-from pipeline.models import create_model  # noqa: E402
-from pipeline.training import Checkpointing, train  # noqa: E402
+from bench.common import Workload, load_workload, project_params, seeded_model, train_as_stage, versions
+from pipeline.config import TrainConfig
+from pipeline.device import native_bf16, resolve_device, resolve_precision
+from pipeline.models import create_model
 
 DEFAULT_STEPS = {"resnet": 40}  # resnet: ~0.5 s per step on 2 cores; the others run one full epoch
 
@@ -110,18 +103,16 @@ def apply_variant(variant: str, config: TrainConfig) -> tuple[TrainConfig, bool]
     return config.model_copy(update=update), "channels_last" in options
 
 
-def train_seconds(name: str, config: TrainConfig, channels_last: bool, data: ParsedDataset,
-                  split: dict[str, np.ndarray], norm: Normalization, device: torch.device, seed: int,
-                  checkpoint_every_s: float) -> float:
+def train_seconds(name: str, config: TrainConfig, channels_last: bool, work: Workload, device: torch.device,
+                  seed: int, checkpoint_every_s: float) -> float:
     """Seconds `train` takes (its own clock) for model `name` with `config`."""
-    seed_everything(seed)
-    model = create_model(name, data.image_shape, len(data.classes), **config.arch)
+    data = work.data
+    model = seeded_model(name, config, data.image_shape, len(data.classes), seed)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     with tempfile.TemporaryDirectory() as tmp:
-        result = train(model, data.images, data.labels, split, config, norm=norm, device=device, seed=seed,
-                       live_dir=Path(tmp) / "live", desc=name,
-                       checkpoint=Checkpointing(Path(tmp) / "last.pt", "bench", checkpoint_every_s))
+        result = train_as_stage(model, data.images, data.labels, work.split, config, work.norm, device, seed,
+                                Path(tmp), checkpoint_every_s, name)
     return result.train_time_s
 
 
@@ -136,13 +127,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=2048, help="matrix side of the peak matmuls")
     args = parser.parse_args()
 
-    params = load_params(ROOT / "params.yaml")
+    params = project_params()
     device = resolve_device(params.device)
-    data = load_parsed(ROOT / "data" / "parsed" / args.dataset)
-    split = load_split(ROOT / "data" / "split" / args.dataset)
-    norm = Normalization.fit(data.images[split["train"]])
-    n = len(split["train"])
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device} (native bf16: "
+    work = load_workload(args.dataset)
+    data, n = work.data, work.n_train
+    print(f"{versions()}, device {device} (native bf16: "
           f"{native_bf16(device)}); {args.dataset}: {n} train rows; per model and variant, min of "
           f"{args.repeats} runs after a warm-up")
 
@@ -172,8 +161,8 @@ def main() -> None:
         times: dict[str, list[float]] = {variant: [] for variant in args.variants}
         for _ in range(args.repeats + 1):  # variants alternate; the first round is the warm-up
             for variant, (config, channels_last, _, _) in runs.items():
-                times[variant].append(train_seconds(name, config, channels_last, data, split, norm, device,
-                                                    params.seed, params.checkpoint_every_s))
+                times[variant].append(train_seconds(name, config, channels_last, work, device, params.seed,
+                                                    params.checkpoint_every_s))
         for variant, (config, _, images, flops) in runs.items():
             first, rest = times[variant][0], times[variant][1:]
             rate = images / min(rest)

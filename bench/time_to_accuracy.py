@@ -1,6 +1,6 @@
-"""Time to accuracy: the pipeline's default `lenet` against seed 004's recipe on Fashion-MNIST, same run.
+"""Time to accuracy: the pipeline's default `lenet` against the LeNet notebook's recipe on Fashion-MNIST, same run.
 
-Seed 004's recipe, as its notebook runs it (torchvision is not used: it does not import against CPU
+The LeNet notebook's recipe, as it runs it (torchvision is not used: it does not import against CPU
 torch, so its per-sample steps are written out exactly as torchvision performs them): a `Dataset` that
 turns each uint8 image into a PIL image, then `ToTensor()` (float / 255) and `Normalize(mean, std)`
 per sample; a 90/10 `random_split` (torch seed 1234); `DataLoader(batch_size=64, shuffle=True)`;
@@ -9,27 +9,17 @@ training pass, a validation pass and `torch.save` of the weights when validation
 score is the notebook's: test accuracy of the best-validation-loss weights.
 
 The pipeline side is `pipeline.training.train` exactly as the train stage calls it, with the
-`models.lenet` section of params.yaml (batch 64, Adam, one-cycle to lr 3e-3, 8 epochs), the
-pipeline's own split (54,000 train / 6,000 validation, stratified) and its validation pass, dvclive
-log and resume checkpoint (every `checkpoint_every_s`). After each epoch the current weights are scored on the test set,
-off the clock; the pipeline's time to accuracy is its training time when that score first reaches
-the recipe's. Goal: <= 1/3 of the recipe's training time (issue 6); issue 14: <= 1/5.
+`models.lenet` section of params.yaml, the pipeline's own split (54,000 train / 6,000 validation,
+stratified) and its validation pass, dvclive log and resume checkpoint (every `checkpoint_every_s`).
+After each epoch the current weights are scored on the test set, off the clock; the pipeline's time to
+accuracy is its training time when that score first reaches the recipe's. Goal: <= 1/3 of the recipe's
+training time (issue 6); issue 14: <= 1/5.
 
-    MNIST_PIPELINE_MIRROR=../shared/datasets python bench/time_to_accuracy.py
+    MNIST_PIPELINE_MIRROR=../shared/datasets python -m bench.time_to_accuracy
 
 Fashion-MNIST comes through the pipeline's own download (the mirror named by MNIST_PIPELINE_MIRROR,
 Debian's /usr/share/datasets/fashion-mnist, then the official URLs). Takes about 10 minutes on 2 cores.
-
-Last run, reference machine (2 CPU cores, otherwise idle; torch 2.13.0+cpu, 2 threads):
-  seed 004 recipe: 133.6 s for 10 epochs (12.7-16.1 s each); test accuracy of its best-validation
-  weights 0.8897 (its per-epoch test accuracy: 0.8287, 0.8554, ... 0.8897 at epoch 8, 0.8925 at 10)
-  pipeline lenet (8 epochs of one-cycle Adam, peak 3e-3): 5.7-6.4 s an epoch; test accuracy 0.7895,
-  0.8503, 0.8712, 0.8786, 0.8738, 0.8898 after epoch 6, at 37.2 s
-  time to 0.8897: pipeline 37.2 s, seed recipe 133.6 s -> 0.279 of the recipe's time (goal <= 0.333: met)
-The margin is one epoch: epoch 7 would have ended near 43 s (0.32). Of the gain, ~2.2x is per-epoch
-speed (data on the device as uint8, no per-sample PIL/ToTensor/Normalize, fused Adam) and the rest the
-one-cycle schedule, which reaches the recipe's 10-epoch accuracy in 6 epochs; with seed 004's constant
-lr 1e-3 the pipeline reached 0.8899 only after epoch 10 (a run on a shared machine).
+Results: README, "Measured numbers".
 """
 
 from __future__ import annotations
@@ -46,27 +36,24 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, random_split
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from pipeline.config import load_params  # noqa: E402
-from pipeline.data.formats import READERS  # noqa: E402
-from pipeline.data.registry import get_dataset  # noqa: E402
-from pipeline.data.sources import download  # noqa: E402
-from pipeline.data.split import make_split  # noqa: E402
-from pipeline.device import seed_everything  # noqa: E402
-from pipeline.inference import Normalization, predict  # noqa: E402
-from pipeline.models import create_model  # noqa: E402
-from pipeline.runtime import UserError  # noqa: E402
-from pipeline.training import Checkpointing, train  # noqa: E402
+from bench.common import project_params, seeded_model, train_as_stage, versions
+from pipeline.data.formats import READERS
+from pipeline.data.registry import get_dataset
+from pipeline.data.sources import download
+from pipeline.data.split import make_split
+from pipeline.device import seed_everything
+from pipeline.inference import Normalization, predict
+from pipeline.models import create_model
+from pipeline.runtime import UserError
 
-SEED_004 = 1234
+NOTEBOOK_SEED = 1234  # the LeNet notebook's SEED, for its random_split and weight init
 
 
 class _Reached(Exception):
     """Raised from the epoch hook to stop training once the target accuracy is reached."""
 
 
-class SeedFashionMNIST(Dataset):
+class NotebookFashionMNIST(Dataset):
     """torchvision's FashionMNIST with transforms.Compose([ToTensor(), Normalize([mean], [std])])."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: float, std: float) -> None:
@@ -89,17 +76,17 @@ def load_fashion_mnist(tmp: Path) -> tuple[np.ndarray, np.ndarray, dict[str, tup
     return images, labels, official
 
 
-def seed_recipe(images: np.ndarray, labels: np.ndarray, official: dict, tmp: Path, epochs: int):
-    """Seed 004's training; returns (seconds, test accuracy of the best-validation weights, per-epoch rows)."""
-    seed_everything(SEED_004)
+def notebook_recipe(images: np.ndarray, labels: np.ndarray, official: dict, tmp: Path, epochs: int):
+    """The LeNet notebook's training; returns (seconds, test accuracy of the best-validation weights, per-epoch rows)."""
+    seed_everything(NOTEBOOK_SEED)
     train_rows, test_rows = np.arange(*official["train"]), np.arange(*official["test"])
     x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)
     mean = x_all[train_rows].float().mean().item() / 255
     std = x_all[train_rows].float().std().item() / 255
-    full = SeedFashionMNIST(x_all[train_rows], y_all[train_rows], mean, std)
+    full = NotebookFashionMNIST(x_all[train_rows], y_all[train_rows], mean, std)
     n_train = int(len(full) * 0.9)
     train_data, valid_data = random_split(full, [n_train, len(full) - n_train])
-    test_data = SeedFashionMNIST(x_all[test_rows], y_all[test_rows], mean, std)
+    test_data = NotebookFashionMNIST(x_all[test_rows], y_all[test_rows], mean, std)
     loaders = {name: DataLoader(data, batch_size=64, shuffle=name == "train")
                for name, data in (("train", train_data), ("valid", valid_data), ("test", test_data))}
     model = create_model("lenet", (1, 28, 28), 10)
@@ -115,7 +102,7 @@ def seed_recipe(images: np.ndarray, labels: np.ndarray, official: dict, tmp: Pat
                 acc += (y_pred.argmax(1) == y).float().mean().item()
         return loss / len(loader), acc / len(loader)  # batch means, as the notebook averages them
 
-    rows, best_loss, clock, best_path = [], float("inf"), 0.0, tmp / "seed-best.pt"
+    rows, best_loss, clock, best_path = [], float("inf"), 0.0, tmp / "notebook-best.pt"
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         model.train()
@@ -141,13 +128,12 @@ def seed_recipe(images: np.ndarray, labels: np.ndarray, official: dict, tmp: Pat
 
 def pipeline_lenet(images: np.ndarray, labels: np.ndarray, official: dict, tmp: Path, target: float):
     """The train stage's lenet until its test accuracy reaches `target`: (seconds or None, per-epoch rows)."""
-    params = load_params(ROOT / "params.yaml")
+    params = project_params()
     split = make_split(labels, official, params.split.val_fraction, params.split.test_fraction, params.split.seed)
     norm = Normalization.fit(images[split["train"]])
     x_test, y_test = torch.from_numpy(images[split["test"]]), torch.from_numpy(labels[split["test"]])
     config = params.models["lenet"]
-    seed_everything(params.seed)
-    model = create_model("lenet", (1, 28, 28), 10, **config.arch)
+    model = seeded_model("lenet", config, (1, 28, 28), 10, params.seed)
     rows: list[tuple[int, float, float]] = []
     scoring = 0.0  # seconds spent scoring so far: taken off the training clock
     start = time.perf_counter()
@@ -162,9 +148,8 @@ def pipeline_lenet(images: np.ndarray, labels: np.ndarray, official: dict, tmp: 
             raise _Reached
 
     try:
-        train(model, images, labels, split, config, norm=norm, device=torch.device("cpu"), seed=params.seed,
-              live_dir=tmp / "live", desc="lenet", checkpoint=Checkpointing(tmp / "last.pt", "bench", params.checkpoint_every_s),
-              on_epoch=on_epoch)
+        train_as_stage(model, images, labels, split, config, norm, torch.device("cpu"), params.seed, tmp,
+                       params.checkpoint_every_s, "lenet", on_epoch=on_epoch)
     except _Reached:
         return rows[-1][1], rows
     return None, rows
@@ -172,7 +157,7 @@ def pipeline_lenet(images: np.ndarray, labels: np.ndarray, official: dict, tmp: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed-epochs", type=int, default=10, help="epochs of seed 004's recipe (10)")
+    parser.add_argument("--seed-epochs", type=int, default=10, help="epochs of the LeNet notebook's recipe (10)")
     args = parser.parse_args()
     torch.use_deterministic_algorithms(True, warn_only=True)  # as the pipeline's CPU stages run
     with tempfile.TemporaryDirectory() as name:
@@ -181,12 +166,12 @@ def main() -> None:
             images, labels, official = load_fashion_mnist(tmp)
         except UserError as err:
             sys.exit(f"error: {err}")
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; Fashion-MNIST "
+        print(f"{versions()}; Fashion-MNIST "
               f"{official['train'][1]} train + {official['test'][1] - official['test'][0]} test images")
-        seed_time, target, seed_rows = seed_recipe(images, labels, official, tmp, args.seed_epochs)
-        print(f"seed 004 recipe: {seed_time:.1f} s for {args.seed_epochs} epochs; test accuracy of its "
+        recipe_time, target, recipe_rows = notebook_recipe(images, labels, official, tmp, args.seed_epochs)
+        print(f"LeNet notebook recipe: {recipe_time:.1f} s for {args.seed_epochs} epochs; test accuracy of its "
               f"best-validation weights {target:.4f}")
-        for epoch, clock, valid_acc, test_acc in seed_rows:
+        for epoch, clock, valid_acc, test_acc in recipe_rows:
             print(f"  epoch {epoch:2d}  {clock:7.1f} s  val acc {valid_acc:.4f}  test acc {test_acc:.4f}")
         ours, rows = pipeline_lenet(images, labels, official, tmp, target)
         print("pipeline lenet (params.yaml defaults):")
@@ -195,8 +180,8 @@ def main() -> None:
         if ours is None:
             print(f"the pipeline's lenet did not reach {target:.4f} within {len(rows)} epochs")
         else:
-            print(f"time to {target:.4f}: pipeline {ours:.1f} s, seed recipe {seed_time:.1f} s -> "
-                  f"{ours / seed_time:.3f} of the recipe's time (goal <= 0.2)")
+            print(f"time to {target:.4f}: pipeline {ours:.1f} s, notebook recipe {recipe_time:.1f} s -> "
+                  f"{ours / recipe_time:.3f} of the recipe's time (goal <= 0.2)")
 
 
 if __name__ == "__main__":

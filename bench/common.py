@@ -1,0 +1,80 @@
+"""Set-up the benchmarks share: the repository root, params.yaml, a parsed dataset with its split and
+normalisation (from `dvc repro`'s outputs), a freshly seeded model, `pipeline.training.train` called as
+the train stage calls it, and the line of versions each script prints first."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.config import Params, TrainConfig, load_params
+from pipeline.data.parsed import ParsedDataset, load_parsed
+from pipeline.data.split import load_split
+from pipeline.device import seed_everything
+from pipeline.inference import Normalization
+from pipeline.models import create_model
+from pipeline.training import Checkpointing, TrainResult, train
+
+ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
+
+
+def project_params() -> Params:
+    """The repository's params.yaml, validated as every stage validates it."""
+    return load_params(ROOT / "params.yaml")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A dataset as the train stage sees it: parsed rows, the split and the training rows' normalisation."""
+
+    data: ParsedDataset
+    split: dict[str, np.ndarray]
+    norm: Normalization
+
+    @property
+    def n_train(self) -> int:
+        return len(self.split["train"])
+
+
+def load_workload(dataset: str) -> Workload:
+    """data/parsed/<dataset> and data/split/<dataset>, as `dvc repro` leaves them."""
+    data = load_parsed(ROOT / "data" / "parsed" / dataset)
+    split = load_split(ROOT / "data" / "split" / dataset)
+    return Workload(data, split, Normalization.fit(data.images[split["train"]]))
+
+
+def seeded_model(name: str, config: TrainConfig, image_shape: tuple[int, int, int], classes: int,
+                 seed: int) -> nn.Module:
+    """Model `name` with `config.arch`, its weights drawn after seeding every RNG with `seed` (as train does)."""
+    seed_everything(seed)
+    return create_model(name, image_shape, classes, **config.arch)
+
+
+def train_as_stage(model: nn.Module, images: np.ndarray, labels: np.ndarray, split: dict[str, np.ndarray],
+                   config: TrainConfig, norm: Normalization, device: torch.device, seed: int, tmp: Path,
+                   checkpoint_every_s: float, desc: str, **options: Any) -> TrainResult:
+    """`pipeline.training.train` as the train stage calls it: its dvclive log and its resume checkpoint
+    (every `checkpoint_every_s` seconds) written under `tmp`. `options` go to train as they are."""
+    return train(model, images, labels, split, config, norm=norm, device=device, seed=seed,
+                 live_dir=tmp / "live", desc=desc,
+                 checkpoint=Checkpointing(tmp / "last.pt", "bench", checkpoint_every_s), **options)
+
+
+def timed(fn: Callable[..., T], *args: Any) -> tuple[float, T]:
+    """(seconds, result) of one call of `fn(*args)`."""
+    start = time.perf_counter()
+    result = fn(*args)
+    return time.perf_counter() - start, result
+
+
+def versions() -> str:
+    """The torch build and its thread count: the first words of every script's output."""
+    return f"torch {torch.__version__}, {torch.get_num_threads()} threads"
