@@ -1,50 +1,33 @@
 """params.yaml -> typed, validated settings.
 
-Every section is a strict pydantic model: an unknown key, a wrong type or an out-of-range value
-becomes one UserError line that names the key, the problem and what is valid.
+Every section is a strict pipeline.schema.Section: an unknown key, a wrong type or an out-of-range
+value becomes one UserError line that names the key, the problem and what is valid.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import Field, field_validator, model_validator
 from ruamel.yaml import YAML, YAMLError
 
 from pipeline.data.registry import DATASETS
-from pipeline.models import MODELS
 from pipeline.runtime import UserError
+from pipeline.schema import (Fraction, FractionOrZero, NonNegativeFloat, PositiveFloat, PositiveInt, Section, Seed,
+                             validate)
 
-PositiveInt = Annotated[int, Field(gt=0)]
-Seed = Annotated[int, Field(ge=0)]
-Fraction = Annotated[float, Field(gt=0, lt=1)]  # open interval (0, 1)
-
-
-class Section(BaseModel):
-    """A params.yaml section: strict types, no unknown keys, finite numbers (no .inf or .nan), immutable."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _reject_unknown_keys(cls, data: Any) -> Any:
-        # Checked here rather than by extra="forbid" so the message can list the valid keys.
-        if isinstance(data, dict):
-            unknown = [key for key in data if key not in cls.model_fields]
-            if unknown:
-                raise PydanticCustomError("unknown_key", "unknown key; valid keys: {valid}",
-                                          {"key": unknown[0], "valid": ", ".join(cls.model_fields)})
-        return data
+# The models params.yaml may name; each is the module pipeline/models/<name>.py, which the registry
+# (pipeline.models.create_model) imports by this name and dvc.yaml's train and evaluate stages depend on.
+MODEL_NAMES = ("mlp", "lenet", "resnet", "eurnn", "lstm")
 
 
 class RunConfig(Section):
     datasets: Annotated[list[str], Field(min_length=1)]  # datasets dvc.yaml generates stages for
     models: Annotated[list[str], Field(min_length=1)]  # models trained on each of them
 
-    _known_models = field_validator("models")(lambda names: _check_names(names, MODELS))
+    _known_models = field_validator("models")(lambda names: _check_names(names, MODEL_NAMES))
 
 
 class SplitConfig(Section):
@@ -74,13 +57,13 @@ class TrainConfig(Section):
     steps: PositiveInt | None = None  # optimizer-step budget (the last epoch may be partial); or `epochs`
     batch_size: PositiveInt
     optimizer: Literal["sgd", "adam", "adamw", "rmsprop"]
-    lr: Annotated[float, Field(gt=0)]  # peak learning rate of the schedule
-    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    lr: PositiveFloat  # peak learning rate of the schedule
+    momentum: FractionOrZero = 0.0
     nesterov: bool = False
-    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    weight_decay: NonNegativeFloat = 0.0
     schedule: Literal["constant", "cosine", "onecycle"] = "constant"  # lr over the optimizer steps
-    grad_clip: Annotated[float, Field(gt=0)] | None = None  # max global L2 norm of the gradients; null: off
-    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0  # of the training loss (validation stays plain)
+    grad_clip: PositiveFloat | None = None  # max global L2 norm of the gradients; null: off
+    label_smoothing: FractionOrZero = 0.0  # of the training loss (validation stays plain)
     # auto: bfloat16 autocast where the device runs bf16 natively (pipeline.device.native_bf16), else fp32
     precision: Literal["auto", "fp32", "bf16"] = "fp32"
     compile: bool = False  # torch.compile the model for training
@@ -120,7 +103,7 @@ class PlotConfig(Section):
 class Params(Section):
     seed: Seed
     device: Literal["auto", "cpu", "cuda", "mps"]
-    checkpoint_every_s: Annotated[float, Field(ge=0)]  # training seconds between resume checkpoints
+    checkpoint_every_s: NonNegativeFloat  # training seconds between resume checkpoints
     run: RunConfig
     split: SplitConfig
     models: dict[str, TrainConfig]
@@ -128,7 +111,7 @@ class Params(Section):
     plot: PlotConfig
     image_folders: dict[str, str]  # user datasets: name -> folder of <class>/<image> files
 
-    _known_models = field_validator("models")(lambda sections: _check_names(sections, MODELS))
+    _known_models = field_validator("models")(lambda sections: _check_names(sections, MODEL_NAMES))
     _valid_folders = field_validator("image_folders")(_check_image_folders)
 
     @model_validator(mode="after")
@@ -142,31 +125,11 @@ class Params(Section):
         return self
 
 
-def _check_names(names: Any, valid: dict) -> Any:
+def _check_names(names: Any, valid: tuple[str, ...]) -> Any:
     for name in names:
         if name not in valid:
             raise ValueError(f"unknown name {name!r}; valid: {', '.join(valid)}")
     return names
-
-
-S = TypeVar("S", bound=BaseModel)
-
-
-def validate(cls: type[S], data: Any, prefix: str = "") -> S:
-    """Build `cls` from plain data, or raise one UserError line naming the (dotted) key at fault."""
-    try:
-        return cls.model_validate(data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        # An unknown key is reported at its parent's location; name the key itself.
-        loc = (*first["loc"], first["ctx"]["key"]) if first["type"] == "unknown_key" else first["loc"]
-        key = ".".join(str(part) for part in (prefix, *loc) if part != "")
-        message = first["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
-        if first["type"] == "missing":
-            message = "missing required key"
-        elif first["type"] not in ("value_error", "assertion_error", "unknown_key"):
-            message += f" (got {first['input']!r})"
-        raise UserError(f"{key}: {message}" if key else message) from None
 
 
 def load_params(path: str | os.PathLike = "params.yaml") -> Params:

@@ -10,24 +10,18 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from pipeline.config import MODEL_NAMES
 from pipeline.runtime import UserError
+from pipeline.schema import validate
 
 if TYPE_CHECKING:
     from torch import nn
 
-MODELS = {  # name -> module; the name is what params.yaml and dvc.yaml use
-    "mlp": "pipeline.models.mlp",
-    "lenet": "pipeline.models.lenet",
-    "resnet": "pipeline.models.resnet",
-    "eurnn": "pipeline.models.eurnn",
-    "lstm": "pipeline.models.lstm",
-}
+MODELS = {name: f"pipeline.models.{name}" for name in MODEL_NAMES}  # name -> module
 
 
 def create_model(name: str, image_shape: tuple[int, int, int], num_classes: int, **arch: Any) -> nn.Module:
     """Build model `name` for (C, H, W) inputs; `arch` are its hyperparameters from params.yaml."""
-    from pipeline.config import validate  # late: config imports this module for MODELS
-
     if name not in MODELS:
         raise UserError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
     module = importlib.import_module(MODELS[name])

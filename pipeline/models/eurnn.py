@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Annotated, Any
+from typing import Any
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import field_validator
 from torch import Tensor, nn
 
 from pipeline.models.sequence import PixelSequence, SequenceConfig
+from pipeline.schema import PositiveInt
 
 EPS = 1e-5  # modReLU uses |z| = sqrt(|z|^2 + EPS^2): smooth at z = 0
 BLOCK = 16  # units per block of the weight-gradient products (bigger: fewer, larger matmuls, more waste)
@@ -44,8 +45,8 @@ CHUNK = 64  # time steps per weight-gradient product: bounds its temporary memor
 
 
 class Config(SequenceConfig):
-    hidden: Annotated[int, Field(gt=0)] = 256  # complex hidden units (the state holds 2 * hidden reals)
-    capacity: Annotated[int, Field(gt=0)] = 2  # rotation layers in the recurrent unitary
+    hidden: PositiveInt = 256  # complex hidden units (the state holds 2 * hidden reals)
+    capacity: PositiveInt = 2  # rotation layers in the recurrent unitary
 
     @field_validator("hidden")
     @classmethod

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import torch
-from pydantic import Field
 from torch import Tensor, nn
 
-from pipeline.config import Section
 from pipeline.runtime import UserError
+from pipeline.schema import FractionOrZero, PositiveInt, Section
 
 KERNEL = 5
 
 
 class Config(Section):
-    channels: list[Annotated[int, Field(gt=0)]] = [6, 16]  # output channels of each conv block
-    hidden: list[Annotated[int, Field(gt=0)]] = [120, 84]  # widths of the dense layers
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0  # dropout before each dense layer
+    channels: list[PositiveInt] = [6, 16]  # output channels of each conv block
+    hidden: list[PositiveInt] = [120, 84]  # widths of the dense layers
+    dropout: FractionOrZero = 0.0  # dropout before each dense layer
 
 
 class LeNet(nn.Module):

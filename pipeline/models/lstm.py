@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import torch
-from pydantic import Field
 from torch import Tensor, nn
 
 from pipeline.models.sequence import PixelSequence, SequenceConfig
+from pipeline.schema import PositiveInt
 
 
 class Config(SequenceConfig):
-    hidden: Annotated[int, Field(gt=0)] = 128  # LSTM state width
-    layers: Annotated[int, Field(gt=0)] = 1  # stacked LSTM layers
+    hidden: PositiveInt = 128  # LSTM state width
+    layers: PositiveInt = 1  # stacked LSTM layers
 
 
 class LSTM(nn.Module):

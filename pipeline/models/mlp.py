@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated
 
-from pydantic import Field
 from torch import Tensor, nn
 
-from pipeline.config import Section
+from pipeline.schema import FractionOrZero, PositiveInt, Section
 
 
 class Config(Section):
-    hidden: list[Annotated[int, Field(gt=0)]] = [256]  # width of each hidden layer (seed 002: [30])
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0  # dropout after each hidden layer
+    hidden: list[PositiveInt] = [256]  # width of each hidden layer (seed 002: [30])
+    dropout: FractionOrZero = 0.0  # dropout after each hidden layer
 
 
 class MLP(nn.Module):

@@ -7,23 +7,20 @@ which is the standard ResNet shortcut and works for any number of input channels
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import torch
-from pydantic import Field
 from torch import Tensor, nn
 
-from pipeline.config import Section
 from pipeline.runtime import UserError
+from pipeline.schema import FractionOrZero, PositiveFloat, PositiveInt, Section
 
 
 class Config(Section):
-    width: Annotated[int, Field(gt=0)] = 64  # channels of every residual block
-    blocks: Annotated[int, Field(gt=0)] = 6  # residual blocks
-    pool_after: list[Annotated[int, Field(gt=0)]] = [2, 4]  # 2x2 max-pool + dropout after these blocks (1-based)
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.5  # after each pool
-    hidden: Annotated[int, Field(gt=0)] = 256  # width of the fully connected layer
-    head_init_scale: Annotated[float, Field(gt=0)] = 1e-3  # the last layer's initial weights are scaled by this
+    width: PositiveInt = 64  # channels of every residual block
+    blocks: PositiveInt = 6  # residual blocks
+    pool_after: list[PositiveInt] = [2, 4]  # 2x2 max-pool + dropout after these blocks (1-based)
+    dropout: FractionOrZero = 0.5  # after each pool
+    hidden: PositiveInt = 256  # width of the fully connected layer
+    head_init_scale: PositiveFloat = 1e-3  # the last layer's initial weights are scaled by this
 
 
 class ResBlock(nn.Module):

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from pipeline.config import Section, Seed
+from pipeline.schema import Section, Seed
 
 
 class SequenceConfig(Section):
