@@ -2,11 +2,12 @@
 #   make run    reproduce the pipeline on params.yaml (default: the embedded mnist-5k dataset)
 #   make test   run the test suite
 #   make offline-plots   `dvc plots show` / `diff` pages that load Vega from local copies, not a CDN
+#   make deps   rewrite dvc.yaml's per-stage .py dependencies from the imports (after moving code)
 PYTHON ?= python3
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test offline-plots
+.PHONY: run test offline-plots deps
 run: $(VENV)/.installed
 	python -m pipeline.config  # params.yaml checked first: one line, where dvc.yaml's templating would fail obscurely
 	dvc repro
@@ -16,6 +17,9 @@ test: $(VENV)/.installed
 
 offline-plots: $(VENV)/.installed
 	python -m tools.offline_plots
+
+deps: $(VENV)/.installed
+	python -m tools.dvc_deps
 
 $(VENV)/.installed: requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit("error: Python >= 3.10 is needed, this is " + sys.version.split()[0]) if sys.version_info < (3, 10) else None'

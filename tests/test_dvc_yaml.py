@@ -1,7 +1,9 @@
-"""dvc.yaml states each stage's code dependencies at the finest true grain, and reads params.yaml."""
+"""dvc.yaml states each stage's code dependencies at the finest true grain (kept by `python -m tools.dvc_deps`),
+and reads params.yaml."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import subprocess
@@ -13,15 +15,53 @@ from ruamel.yaml import YAML
 
 from pipeline.config import load_params
 from pipeline.models import MODELS
+from tools import dvc_deps
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = YAML(typ="safe").load(ROOT / "dvc.yaml")["stages"]
-# Docstring-only package markers: importing them runs no code, so they are not listed as deps.
-# (src/__init__.py runs code, the missing-dependency hook, so every stage lists it.)
-MARKERS = {"pipeline/__init__.py", "pipeline/data/__init__.py"}
+DVC_YAML = (ROOT / "dvc.yaml").read_text()
+STAGES = YAML(typ="safe").load(DVC_YAML)["stages"]
 
 
-def imported_project_files(module: str) -> set[str]:
+def entry_point(stage: str) -> str:
+    return re.search(r"python -m (\S+)", STAGES[stage].get("do", STAGES[stage])["cmd"]).group(1)
+
+
+def code_deps(stage: str) -> set[str]:
+    return {dep for dep in STAGES[stage].get("do", STAGES[stage])["deps"] if dep.endswith(".py")}
+
+
+def test_code_deps_are_up_to_date() -> None:
+    dvc_deps.main(["--check"])  # raises, naming the stage and the fix, if a list is off
+
+
+def test_check_names_the_stale_stage_and_the_fix(tmp_path: Path) -> None:
+    stale = tmp_path / "dvc.yaml"
+    stale.write_text(DVC_YAML.replace("      - pipeline/resume.py\n", "", 1))
+    done = subprocess.run([sys.executable, "-m", "tools.dvc_deps", "--check", "--dvc-yaml", str(stale)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and done.stdout == "", done
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: "), done.stderr
+    assert "stage train: missing pipeline/resume.py" in done.stderr, done.stderr
+    assert "python -m tools.dvc_deps" in done.stderr, done.stderr
+    assert stale.read_text() == DVC_YAML.replace("      - pipeline/resume.py\n", "", 1)  # --check writes nothing
+
+
+def test_rewrite_keeps_comments_and_other_deps() -> None:
+    # report's .py block is followed by comment lines, download's data folder carries one on its line,
+    # and train's list is reordered: the rewrite restores the file to the letter.
+    stale = (re.sub(r"      - \S+\.py\n(      # Reads)", r"\1", DVC_YAML, count=1)
+             .replace("        - pipeline/io.py\n        - pipeline/runtime.py\n        - data/folders",
+                      "        - pipeline/stale.py\n        - data/folders", 1)
+             .replace("      - src/train.py\n      - src/__init__.py\n",
+                      "      - src/__init__.py\n      - src/train.py\n", 1))
+    assert stale.count("\n") == DVC_YAML.count("\n") - 2
+    text, changes = dvc_deps.update(stale)
+    assert text == DVC_YAML
+    assert [change.split(":")[0] for change in changes] == ["stage download", "stage train", "stage report"]
+
+
+@functools.cache
+def imported_project_files(module: str) -> frozenset[str]:
     """Project source files a fresh interpreter loads when it imports `module` (a stage's entry point)."""
     probe = (
         "import importlib, json, sys; importlib.import_module(sys.argv[1]); "
@@ -29,28 +69,29 @@ def imported_project_files(module: str) -> set[str]:
     )
     out = subprocess.run([sys.executable, "-c", probe, module], cwd=ROOT, capture_output=True, text=True, check=True)
     files = {Path(f).resolve() for f in json.loads(out.stdout) if f and Path(f).is_absolute()}
-    return {f.relative_to(ROOT).as_posix() for f in files if f.is_relative_to(ROOT) and ".venv" not in f.parts}
+    return frozenset(f.relative_to(ROOT).as_posix() for f in files if f.is_relative_to(ROOT) and ".venv" not in f.parts
+                     and not dvc_deps.runs_no_code(f))
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
-def test_code_deps_are_exactly_what_the_stage_imports(stage: str) -> None:
-    definition = STAGES[stage].get("do", STAGES[stage])
-    module = re.search(r"python -m (\S+)", definition["cmd"]).group(1)
-    declared = {dep for dep in definition["deps"] if dep.endswith(".py")}
-    # The model's own file is imported at run time through the registry, by name.
-    expected = imported_project_files(module) - MARKERS
-    if "pipeline/models/${item.model}.py" in declared:
-        # DVC cannot template a dep list per model: the union of what every model's module imports.
+def test_code_deps_hold_what_the_interpreter_loads(stage: str) -> None:
+    """The tool reads imports from the source; what Python actually loads must be among them."""
+    loaded = set(imported_project_files(entry_point(stage)))
+    if "pipeline/models/${item.model}.py" in code_deps(stage):
+        # The model's own file is imported at run time through the registry, by name.
         for name, model_module in MODELS.items():
-            expected |= {f.replace(f"models/{name}.py", "models/${item.model}.py")
-                         for f in imported_project_files(model_module) - MARKERS}
-    assert declared == expected, f"{stage}: missing {expected - declared}, not imported {declared - expected}"
+            loaded |= {f.replace(f"models/{name}.py", "models/${item.model}.py")
+                       for f in imported_project_files(model_module)}
+    assert loaded <= code_deps(stage), f"{stage}: loads {loaded - code_deps(stage)}, not listed"
+
+
+def test_only_the_stages_that_build_a_model_depend_on_the_registry() -> None:
+    assert {stage for stage in STAGES if dvc_deps.REGISTRY in code_deps(stage)} == {"train", "evaluate"}
 
 
 def test_no_stage_imports_another_models_code() -> None:
     for stage in ("train", "evaluate"):
-        module = re.search(r"python -m (\S+)", STAGES[stage]["cmd"]).group(1)
-        leaked = {f"pipeline/models/{name}.py" for name in MODELS} & imported_project_files(module)
+        leaked = {f"pipeline/models/{name}.py" for name in MODELS} & imported_project_files(entry_point(stage))
         assert not leaked, f"{stage} imports model code before it knows the model: {leaked}"
 
 
