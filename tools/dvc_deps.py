@@ -73,11 +73,6 @@ def _import_nodes(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
     return found
 
 
-def _package(path: Path, root: Path) -> list[str]:
-    """The package a relative import in `path` starts from (for an __init__.py: its own package)."""
-    return list(path.relative_to(root).parts[:-1])
-
-
 def imports(path: Path, root: Path = ROOT) -> set[Path]:
     """Project files that importing the module at `path` runs directly (package __init__.py files included)."""
     tree = ast.parse(path.read_text(), filename=str(path))
@@ -87,10 +82,9 @@ def imports(path: Path, root: Path = ROOT) -> set[Path]:
             targets = [(alias.name, False) for alias in node.names]
         else:
             base = node.module or ""
-            if node.level:
-                package = _package(path, root)
-                package = package[:len(package) - (node.level - 1)] if node.level > 1 else package
-                base = ".".join([*package, *([base] if base else [])])
+            if node.level:  # relative to the file's package (for an __init__.py: its own package)
+                package = path.relative_to(root).parts[:-1]
+                base = ".".join([*package[:len(package) - node.level + 1], *([base] if base else [])])
             # `from a import b`: b is a submodule or a name defined in a
             targets = [(base, False)] + [(f"{base}.{alias.name}", True) for alias in node.names]
         for name, optional in targets:
@@ -104,9 +98,9 @@ def imports(path: Path, root: Path = ROOT) -> set[Path]:
 
 
 def runs_no_code(path: Path) -> bool:
-    """A package marker: a docstring (and `from __future__` imports) only."""
+    """A package marker: an __init__.py with a docstring (and `from __future__` imports) only."""
     body = ast.parse(path.read_text()).body
-    return all((isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))
+    return path.name == "__init__.py" and all((isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))
                or (isinstance(node, ast.ImportFrom) and node.module == "__future__") for node in body)
 
 
