@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench import ROOT
 from pipeline.config import Params, TrainConfig, load_params
 from pipeline.data.parsed import ParsedDataset, load_parsed
 from pipeline.data.split import load_split
@@ -22,7 +23,6 @@ from pipeline.inference import Normalization
 from pipeline.models import create_model
 from pipeline.training import Checkpointing, TrainResult, train
 
-ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
 
 

@@ -10,21 +10,11 @@ Measures, each the minimum of --repeats runs (the least disturbed by other work)
   3. one rewrite of a small file in .dvc/tmp (DVC rewrites .dvc/tmp/rwlock 16 times per stage per
      repro) against the same rewrite on /dev/shm (tmpfs): the part of the cost that is the disk's.
 
-    python bench/dvc_overhead.py [--repeats 5]
+    python -m bench.dvc_overhead [--repeats 5]
 
 Goal (issue 6): <= 1.5 s for the no-op `dvc repro` of the full default matrix.
 
-Last runs, reference machine (2 CPU cores, otherwise idle; DVC 3.67.1), `--repeats 5`, this day / an
-earlier day:
-  `dvc --version`                                 0.21 s / 0.20 s
-  no-op `dvc repro`, this project                 1.69 s / 1.84 s  (14 stages, 206 dependency entries)
-  no-op `dvc repro`, 1 trivial stage, 1 dep       0.81 s / 0.90 s
-  no-op `dvc repro`, 14 stages x 1 dep            1.01 s / 1.02 s  -> 15 / 10 ms per stage
-  no-op `dvc repro`, 14 stages x 15 deps          1.45 s / 1.35 s  -> 2.2 / 1.7 ms per dependency entry
-  model for this project: 1.44 s / 1.34 s (measured 1.69 s / 1.84 s)
-  rewrite of a small file: .dvc/tmp 1.383 / 1.349 ms, /dev/shm 0.032 / 0.023 ms; DVC rewrites
-  .dvc/tmp/rwlock 16 times per stage: 0.31 / 0.30 s
-The goal is NOT met. See the README ("Pipeline overhead and the caches") for the breakdown.
+Results and their breakdown: README, "Pipeline overhead and the caches".
 """
 
 from __future__ import annotations
@@ -39,7 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench import ROOT
+
 DVC = shutil.which("dvc") or sys.exit("error: dvc is not on PATH; activate the project's .venv first")
 
 

@@ -1,4 +1,4 @@
-"""EURNN speed: our `eurnn` against torch_eunn 0.2.1 (the PyPI package seed 001 imported), same run.
+"""EURNN speed: our `eurnn` against torch_eunn 0.2.1 (the PyPI package the EURNN notebook imported), same run.
 
 Measures one training step, forward + backward, of the recurrent part plus a linear readout from the
 last step: hidden 256 (complex units), capacity 2, T = 784 pixels (input size 1), batch 100, fp32 on
@@ -10,21 +10,11 @@ dependencies of its own (it needs torch, which this script already imported from
 environment, so both sides run on the same torch build). Create it once, then run:
 
     python -m venv bench/.venv && bench/.venv/bin/pip install --no-deps torch-eunn==0.2.1
-    python bench/eurnn.py
+    python -m bench.eurnn
 
 torch_eunn 0.2.1 imports and runs unchanged against torch 2.13 (CPU); no shim is needed.
 
-Results, reference machine (2 CPU cores, no other job running; torch 2.13.0+cpu, 2 threads), three
-runs a minute apart (the machine's speed drifts; torch_eunn's many small ops drift more):
-    torch 2.13.0+cpu, 2 threads; hidden 256, capacity 2, T 784, batch 100; forward+backward, min of 3
-      ours         0.693 s   (all: 1.220, 0.693, 0.752)
-      torch_eunn   7.201 s   (all: 11.111, 7.201, 10.002)
-      speed-up: 10.4x
-    second run: ours 0.592 s, torch_eunn 6.932 s -> 11.7x; third (load ~1.5): 0.637 s, 9.333 s -> 14.7x
-Goal >= 10x: met. The previous implementation (complex tensors, ~20 ops per step forward and ~50
-backward, with a loop over layers inside each backward step) took 1.736 s against torch_eunn's
-6.994 s on the idle machine: 4.0x. Contended runs inflate the ratio (an earlier one printed 15.6x for
-that version): quote only runs on an otherwise idle machine.
+Goal: >= 10x. Results: README, "EURNN speed".
 """
 
 from __future__ import annotations
@@ -37,8 +27,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project, when run as a script
-from pipeline.models import create_model  # noqa: E402
+from bench.common import versions
+from pipeline.models import create_model
 
 HIDDEN, CAPACITY, STEPS, BATCH, THREADS, REPEATS = 256, 2, 784, 100, 2, 3
 
@@ -50,7 +40,7 @@ def import_torch_eunn():
     try:
         import torch_eunn
     except ImportError:
-        sys.exit("torch_eunn not found; create bench/.venv as this script's docstring says")
+        sys.exit("error: torch_eunn not found; create bench/.venv as this script's docstring says")
     return torch_eunn
 
 
@@ -81,7 +71,7 @@ def main() -> None:
         times["ours"].append(time_step(ours, list(ours.parameters()), images, labels))
         times["torch_eunn"].append(time_step(theirs, [*rnn.parameters(), *readout.parameters()], images, labels))
     best = {name: min(values) for name, values in times.items()}
-    print(f"torch {torch.__version__}, {THREADS} threads; hidden {HIDDEN}, capacity {CAPACITY}, T {STEPS}, "
+    print(f"{versions()}; hidden {HIDDEN}, capacity {CAPACITY}, T {STEPS}, "
           f"batch {BATCH}; forward+backward, min of {REPEATS}")
     for name, values in times.items():
         print(f"  {name:10s} {best[name]:7.3f} s   (all: {', '.join(f'{v:.3f}' for v in values)})")

@@ -9,58 +9,39 @@ the batch loop. A third side is the pipeline with a checkpoint after every epoch
 0`). Sides alternate, REPEATS times each; the minimum epoch time of each side is compared (the least
 disturbed by other work on a shared machine: this VM's speed drifts by 10-30% within a minute).
 
-    python bench/loop_overhead.py [--models mlp lenet] [--epochs N] [--repeats 8] [--threads N]
+    python -m bench.loop_overhead [--models mlp lenet] [--epochs N] [--repeats 8] [--threads N]
 
 Data: data/parsed/<dataset> and data/split/<dataset> from `dvc repro` (default mnist-5k: 3,600 train
 and 400 validation rows). Goal: pipeline / bare <= 1.1x.
 
-Last runs, reference machine (2 CPU cores, no other job; torch 2.13.0+cpu, 2 threads), defaults, two
-runs seven minutes apart:
-    mlp    20 epochs: pipeline 0.087 / 0.076 s, bare 0.075 / 0.071 s -> 1.162x / 1.072x;
-           checkpoint every epoch 1.295x / 1.234x
-    lenet   8 epochs: pipeline 0.387 / 0.353 s, bare 0.359 / 0.333 s -> 1.080x / 1.059x;
-           checkpoint every epoch 1.039x / 1.082x
-The goal (<= 1.1x) is met for lenet in both runs and for mlp in the second; the first run's mlp
-minimum of the bare side (0.075 s) lies below its other seven runs (0.079-0.097 s).
-Before (background writer thread, dvclive's next_step(), a checkpoint every epoch; same machine,
-another day): mlp 1.289x, lenet 1.120x. What changed: dvclive's next_step() re-read every .tsv file and
-fsynced a VS Code marker each epoch (~5 ms, now ~1 ms), and the checkpoint (~12 ms for mlp, a sixth of
-its epoch) is no longer written every epoch. What is left for mlp (~4 ms an epoch, measured inside the
-loop): the validation pass on 400 images (2.7 ms), dvclive (0.9 ms), the loss/accuracy bookkeeping.
+Results: README, "Measured numbers".
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from pipeline.config import TrainConfig, load_params  # noqa: E402
-from pipeline.data.parsed import ParsedDataset, load_parsed  # noqa: E402
-from pipeline.data.split import load_split  # noqa: E402
-from pipeline.device import resolve_device, seed_everything  # noqa: E402
-from pipeline.inference import Normalization  # noqa: E402
-from pipeline.models import create_model  # noqa: E402
-from pipeline.training import OPTIMIZERS, SCHEDULES, Checkpointing, train  # noqa: E402
+from bench.common import Workload, load_workload, project_params, seeded_model, train_as_stage, versions
+from pipeline.config import TrainConfig
+from pipeline.device import resolve_device
+from pipeline.training import OPTIMIZERS, SCHEDULES
 
 
-def pipeline_epoch(name: str, config: TrainConfig, data: ParsedDataset, split: dict[str, np.ndarray],
-                   norm: Normalization, device: torch.device, seed: int, epochs: int, every_s: float) -> float:
+def pipeline_epoch(name: str, config: TrainConfig, work: Workload, device: torch.device, seed: int, epochs: int,
+                   every_s: float) -> float:
     """Seconds per epoch of `train` as the train stage calls it, a checkpoint at most every `every_s` s."""
+    data = work.data
     with tempfile.TemporaryDirectory() as tmp:
-        seed_everything(seed)
-        model = create_model(name, data.image_shape, len(data.classes), **config.arch)
-        result = train(model, data.images, data.labels, split, config, norm=norm, device=device, seed=seed,
-                       live_dir=Path(tmp) / "live", desc=name, checkpoint=Checkpointing(Path(tmp) / "last.pt", "bench", every_s))
+        model = seeded_model(name, config, data.image_shape, len(data.classes), seed)
+        result = train_as_stage(model, data.images, data.labels, work.split, config, work.norm, device, seed,
+                                Path(tmp), every_s, name)
     return result.train_time_s / epochs
 
 
@@ -94,14 +75,13 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    params = load_params(ROOT / "params.yaml")
+    params = project_params()
     device = resolve_device(params.device)
-    data = load_parsed(ROOT / "data" / "parsed" / args.dataset)
-    split = load_split(ROOT / "data" / "split" / args.dataset)
-    norm = Normalization.fit(data.images[split["train"]])
-    x = torch.from_numpy(data.images[split["train"]]).to(device)
-    y = torch.from_numpy(data.labels[split["train"]]).to(device)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}; {args.dataset}: "
+    work = load_workload(args.dataset)
+    data, norm = work.data, work.norm
+    x = torch.from_numpy(data.images[work.split["train"]]).to(device)
+    y = torch.from_numpy(data.labels[work.split["train"]]).to(device)
+    print(f"{versions()}, device {device}; {args.dataset}: "
           f"{len(y)} train rows; per model, min of {args.repeats} runs after a warm-up")
 
     for name in args.models:
@@ -109,11 +89,9 @@ def main() -> None:
         config = params.models[name].model_copy(update={"epochs": epochs, "steps": None})
         times: dict[str, list[float]] = {"pipeline": [], "checkpoint every epoch": [], "bare": []}
         for repeat in range(args.repeats + 1):  # the first round is the warm-up, not counted
-            ours = pipeline_epoch(name, config, data, split, norm, device, params.seed, epochs,
-                                  params.checkpoint_every_s)
-            every = pipeline_epoch(name, config, data, split, norm, device, params.seed, epochs, 0.0)
-            seed_everything(params.seed)
-            model = create_model(name, data.image_shape, len(data.classes), **config.arch).to(device)
+            ours = pipeline_epoch(name, config, work, device, params.seed, epochs, params.checkpoint_every_s)
+            every = pipeline_epoch(name, config, work, device, params.seed, epochs, 0.0)
+            model = seeded_model(name, config, data.image_shape, len(data.classes), params.seed).to(device)
             bare = bare_epochs(model, x, y, norm, config, params.seed, epochs)
             if repeat:
                 for side, seconds in zip(times, (ours, every, bare)):

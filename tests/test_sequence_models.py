@@ -13,9 +13,9 @@ from pipeline.models.sequence import pixel_permutation
 from pipeline.runtime import UserError
 
 
-def test_permutation_is_seed_001s() -> None:
+def test_permutation_is_the_eurnn_notebooks() -> None:
     order = list(range(784))
-    np.random.RandomState(0).shuffle(order)  # exactly what seed 001 ran
+    np.random.RandomState(0).shuffle(order)  # exactly what the EURNN notebook ran
     np.testing.assert_array_equal(pixel_permutation(784, 0), order)
 
 

@@ -118,7 +118,7 @@ FASHION_MNIST = DatasetSpec(
     system_dir=FASHION_MNIST_SYSTEM_DIR,
 )
 
-# Seed 000's dataset: one zip holding two .amat text files (784 floats in [0, 1] then the label per row).
+# The ResNet notebook's dataset: one zip of two .amat text files (784 floats in [0, 1], then the label, per row).
 AMAT_TRAIN_VALID = "mnist_all_background_images_rotation_normalized_train_valid.amat"  # 12,000 rows
 AMAT_TEST = "mnist_all_background_images_rotation_normalized_test.amat"  # 50,000 rows
 AMAT_SPLIT = (("train", 10_000), ("val", 2_000), ("test", 50_000))  # the official partition, in file order

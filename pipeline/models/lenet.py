@@ -1,4 +1,4 @@
-"""LeNet-5 (seed 004): conv 6@5x5, pool, conv 16@5x5, pool, then 120 and 84 wide dense layers."""
+"""LeNet-5 (the LeNet notebook's): conv 6@5x5, pool, conv 16@5x5, pool, then 120 and 84 wide dense layers."""
 
 from __future__ import annotations
 

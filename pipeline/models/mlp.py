@@ -1,4 +1,4 @@
-"""Multi-layer perceptron (seed 002: 784 -> hidden -> 10, ReLU in between)."""
+"""Multi-layer perceptron (the MLP notebook: 784 -> hidden -> 10, ReLU in between)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pipeline.schema import FractionOrZero, PositiveInt, Section
 
 
 class Config(Section):
-    hidden: list[PositiveInt] = [256]  # width of each hidden layer (seed 002: [30])
+    hidden: list[PositiveInt] = [256]  # width of each hidden layer (the MLP notebook: [30])
     dropout: FractionOrZero = 0.0  # dropout after each hidden layer
 
 

@@ -1,6 +1,6 @@
-"""Small ResNet (seed 000): six residual blocks at one width, two 2x2 max-pools, a 256-wide head.
+"""Small ResNet (the ResNet notebook's): six residual blocks at one width, two 2x2 max-pools, a 256-wide head.
 
-Seed 000's first block adds its 1-channel input to a 64-channel output by broadcasting; here a block
+The ResNet notebook's first block adds its 1-channel input to a 64-channel output by broadcasting; here a block
 whose input and output widths differ carries its identity through a 1x1 convolution (a projection),
 which is the standard ResNet shortcut and works for any number of input channels.
 """
@@ -61,7 +61,7 @@ class ResNet(nn.Module):
         self.fc = nn.Sequential(nn.Linear(config.width * height * width, config.hidden),
                                 nn.BatchNorm1d(config.hidden), nn.ReLU(inplace=True))
         self.head = nn.Linear(config.hidden, num_classes)
-        with torch.no_grad():  # seed 000: near-zero initial logits, so the first loss is about log(classes)
+        with torch.no_grad():  # as the ResNet notebook: near-zero initial logits, the first loss about log(classes)
             self.head.weight.mul_(config.head_init_scale)
             self.head.bias.mul_(config.head_init_scale)
         self.num_features = config.hidden

@@ -1,4 +1,4 @@
-"""Pixel-sequence input shared by the recurrent models (eurnn, lstm; seed 001).
+"""Pixel-sequence input shared by the recurrent models (eurnn, lstm; the EURNN notebook).
 
 An image (B, C, H, W) is read pixel by pixel: a sequence of T = H * W steps of C values each,
 optionally in a fixed random pixel order ("permuted MNIST"). The order has its own seed, so it is a
@@ -17,12 +17,12 @@ from pipeline.schema import Section, Seed
 class SequenceConfig(Section):
     """The `arch:` keys every pixel-sequence model shares."""
 
-    permute: bool = True  # read the pixels in a fixed random order (seed 001) instead of row by row
-    permutation_seed: Seed = 0  # seed of that order; seed 001 used np.random.RandomState(0)
+    permute: bool = True  # read the pixels in a fixed random order (the EURNN notebook) instead of row by row
+    permutation_seed: Seed = 0  # seed of that order; the EURNN notebook used np.random.RandomState(0)
 
 
 def pixel_permutation(num_pixels: int, seed: int) -> np.ndarray:
-    """Seed 001's order: np.random.RandomState(seed).shuffle(range(num_pixels)); step t reads pixel perm[t]."""
+    """The EURNN notebook's order: np.random.RandomState(seed).shuffle(range(num_pixels)); step t reads perm[t]."""
     return np.random.RandomState(seed).permutation(num_pixels)
 
 
