@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
@@ -13,8 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pipeline.io import atomic_file, reading  # noqa: E402
-from pipeline.runtime import UserError  # noqa: E402
+from pipeline.io import atomic_file  # noqa: E402
 
 DPI = 120
 
@@ -23,23 +21,6 @@ def _save(fig: plt.Figure, path: Path) -> None:
     with atomic_file(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(fig)
-
-
-def read_dvclive_history(live_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{"train/loss": (steps, values), ...} from dvclive's plots/metrics/**/*.tsv files."""
-    root = Path(live_dir) / "plots" / "metrics"
-    history = {}
-    for tsv in sorted(root.rglob("*.tsv")):
-        with reading(tsv, "train"):
-            text = tsv.read_text()
-            rows = list(csv.DictReader(text.splitlines(), delimiter="\t"))
-            if not rows or not text.endswith("\n"):  # dvclive writes whole lines
-                raise UserError(f"{tsv}: {'no rows' if not rows else 'truncated'}; rerun the train stage (dvc repro -f)")
-            name, key = tsv.relative_to(root).with_suffix("").as_posix(), tsv.stem
-            history[name] = (np.array([int(r["step"]) for r in rows]) + 1, np.array([float(r[key]) for r in rows]))
-    if not history:
-        raise UserError(f"{live_dir}: no training log (dvclive's plots/metrics/*.tsv); run the train stage first")
-    return history
 
 
 def plot_curves(history: dict[str, tuple[np.ndarray, np.ndarray]], title: str, path: Path) -> None:

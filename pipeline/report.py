@@ -1,10 +1,22 @@
-"""The cross-model report: reports/summary.md, one row per dataset x model, and the comparison figures."""
+"""The cross-model report: reports/summary.md, one row per dataset x model, the comparison figures and
+reports/curves.tsv, read from each model's metrics.json, details.json and train/ (dvclive)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
 
 from pipeline.config import HEADLINE_ROTATION
+from pipeline.history import read_dvclive_history
+from pipeline.io import atomic_dir, atomic_file, read_json, reading
+from pipeline.plots import plot_models_curves, plot_robustness
+from pipeline.runtime import UserError
+
+History = dict[str, tuple[np.ndarray, np.ndarray]]  # read_dvclive_history(): "val/loss" -> (epochs, values)
 
 
 @dataclass
@@ -18,6 +30,55 @@ class ReportRow:
     num_parameters: int
     best_epoch: int
     epochs: int
+
+
+@dataclass
+class Results:
+    """What the report reads of every dataset x model."""
+
+    rows: list[ReportRow] = field(default_factory=list)
+    histories: dict[str, dict[str, History]] = field(default_factory=dict)  # dataset -> model -> history
+    robustness: dict[str, dict[str, dict[float, float]]] = field(default_factory=dict)  # ... -> angle -> accuracy
+
+
+def read_results(results: Path, datasets: list[str], models: list[str]) -> Results:
+    """The results of every dataset x model from results/<dataset>/<model>/, as the evaluate and train
+    stages write them; a missing or unreadable file is one UserError naming the stage to run."""
+    read = Results()
+    for dataset in datasets:
+        for model in models:
+            folder = results / dataset / model
+            for name in ("metrics.json", "details.json"):
+                if not (folder / name).is_file():
+                    raise UserError(f"{folder}: no {name} (run the evaluate stage first)")
+            history = read_dvclive_history(folder / "train")
+            epochs = max(len(values) for _, values in history.values())  # as run: a step budget sets no epochs
+            with reading(folder / "metrics.json", "evaluate"):
+                test = read_json(folder / "metrics.json")
+                scores = (test["accuracy"], test["loss"], test["ece"])
+            with reading(folder / "details.json", "evaluate"):
+                details = read_json(folder / "details.json")
+                rotated = details["rotation_accuracy"]
+                detail_scores = (rotated.get(str(HEADLINE_ROTATION)), details["num_parameters"])
+            with reading(folder / "train" / "metrics.json", "train"):
+                fit = (read_json(folder / "train" / "metrics.json")["best_epoch"], epochs)
+            read.rows.append(ReportRow(dataset, model, *scores, *detail_scores, *fit))
+            read.histories.setdefault(dataset, {})[model] = history
+            read.robustness.setdefault(dataset, {})[model] = {float(angle): value for angle, value in rotated.items()}
+    return read
+
+
+def write_figures(results: Results, figures: Path, summary: Path) -> dict[str, list[tuple[str, str]]]:
+    """Per dataset, every model's training curves and rotation robustness as PNGs in `figures` (written
+    together, or not at all); returns their (caption, path relative to `summary`) for render_summary."""
+    listed, relative = {}, Path(os.path.relpath(figures, summary.parent)).as_posix()
+    with atomic_dir(figures) as tmp:
+        for dataset in results.histories:
+            plot_models_curves(results.histories[dataset], dataset, tmp / f"{dataset}-curves.png")
+            plot_robustness(results.robustness[dataset], dataset, tmp / f"{dataset}-rotation.png")
+            listed[dataset] = [(f"{dataset}: training curves of every model", f"{relative}/{dataset}-curves.png"),
+                               (f"{dataset}: rotation robustness", f"{relative}/{dataset}-rotation.png")]
+    return listed
 
 
 def render_summary(rows: list[ReportRow], figures: dict[str, list[tuple[str, str]]]) -> str:
@@ -52,7 +113,7 @@ def render_summary(rows: list[ReportRow], figures: dict[str, list[tuple[str, str
     return "\n".join(lines) + "\n"
 
 
-def curve_rows(histories: dict[str, dict[str, tuple]]) -> list[dict[str, str | int | float]]:
+def curve_rows(histories: dict[str, History]) -> list[dict[str, str | int | float]]:
     """Long-format rows {series, epoch, train_loss, val_loss, ...} from {"<ds>/<model>": dvclive history}."""
     rows = []
     for series, history in histories.items():
@@ -65,3 +126,14 @@ def curve_rows(histories: dict[str, dict[str, tuple]]) -> list[dict[str, str | i
                     row[name.replace("/", "_")] = float(hits[0])
             rows.append(row)
     return rows
+
+
+def write_curves(path: Path, histories: dict[str, dict[str, History]]) -> None:
+    """reports/curves.tsv: curve_rows() of every dataset x model ("<dataset>/<model>" series), for `dvc plots diff`."""
+    curves = curve_rows({f"{dataset}/{model}": history for dataset, models in histories.items()
+                         for model, history in models.items()})
+    with atomic_file(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(key for row in curves for key in row)),
+                                delimiter="\t")
+        writer.writeheader()
+        writer.writerows(curves)

@@ -10,9 +10,10 @@ from pipeline.config import load_params
 from pipeline.data.parsed import load_parsed
 from pipeline.data.split import load_split
 from pipeline.device import resolve_device
-from pipeline.evaluation import confusion_records, evaluate, evenly_spaced, first_conv_filters
+from pipeline.evaluation import evaluate, first_conv_filters
 from pipeline.inference import Normalization
 from pipeline.io import atomic_file, write_json
+from pipeline.metrics import confusion_records, evenly_spaced
 from pipeline.models.checkpoint import load_model
 from pipeline.runtime import run_stage
 

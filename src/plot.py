@@ -10,7 +10,9 @@ import numpy as np
 from pipeline.config import load_params
 from pipeline.data.parsed import load_parsed
 from pipeline.data.split import load_split
-from pipeline.evaluation import confusion_matrix, evenly_spaced, expected_calibration_error
+from pipeline.history import read_dvclive_history
+from pipeline.io import atomic_dir, reading
+from pipeline.metrics import confusion_matrix, evenly_spaced, expected_calibration_error
 from pipeline.plots import (
     plot_confusion,
     plot_curves,
@@ -18,9 +20,7 @@ from pipeline.plots import (
     plot_filters,
     plot_predictions,
     plot_reliability,
-    read_dvclive_history,
 )
-from pipeline.io import atomic_dir, reading
 from pipeline.runtime import run_stage
 
 

@@ -1,4 +1,4 @@
-"""Evaluation: calibration error, confusions, rotation robustness, features, filters, and bounded memory."""
+"""Evaluation of a model: metrics, confusion data, rotation robustness, features, filters, and bounded memory."""
 
 from __future__ import annotations
 
@@ -10,50 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pipeline.data.parsed import ParsedDataset
-from pipeline.evaluation import (
-    calibration_bins,
-    evaluate,
-    evenly_spaced,
-    expected_calibration_error,
-    first_conv_filters,
-    top_confusions,
-)
-from pipeline.inference import Normalization
+from pipeline.evaluation import evaluate, first_conv_filters
+from pipeline.inference import Normalization, predict
+from pipeline.metrics import confusion_matrix, confusion_records, evenly_spaced
 from pipeline.models import create_model
 from conftest import SHARED_DATASETS
 
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parents[1]
 FASHION_TEST_IMAGES = SHARED_DATASETS / "fashion-mnist" / "t10k-images-idx3-ubyte.gz"  # honours $MNIST_PIPELINE_MIRROR
-
-
-def test_calibration_bins_and_ece_by_hand() -> None:
-    confidence = np.array([0.05, 0.95, 0.95, 0.55, 1.0])
-    correct = np.array([False, True, False, True, True])
-    bins = calibration_bins(confidence, correct, bins=10)
-    np.testing.assert_array_equal(bins["count"], [1, 0, 0, 0, 0, 1, 0, 0, 0, 3])  # 1.0 falls in the last bin
-    np.testing.assert_allclose(bins["confidence"][[0, 5, 9]], [0.05, 0.55, (0.95 + 0.95 + 1.0) / 3])
-    np.testing.assert_allclose(bins["accuracy"][[0, 5, 9]], [0.0, 1.0, 2 / 3])
-    # (1 * 0.05 + 1 * 0.45 + 3 * |2/3 - 0.9667|) / 5
-    assert expected_calibration_error(bins) == pytest.approx((0.05 + 0.45 + 3 * (2.9 / 3 - 2 / 3)) / 5)
-    calibrated = calibration_bins(np.full(100, 0.7), np.arange(100) < 70, bins=15)
-    assert expected_calibration_error(calibrated) == pytest.approx(0.0)
-
-
-def test_top_confusions() -> None:
-    matrix = np.array([[50, 3, 0], [7, 40, 1], [0, 3, 9]])
-    assert top_confusions(matrix, ["a", "b", "c"], 3) == {"1": {"pair": "b -> a", "count": 7},
-                                                          "2": {"pair": "a -> b", "count": 3},
-                                                          "3": {"pair": "c -> b", "count": 3}}
-    assert top_confusions(np.diag([5, 5]), ["a", "b"], 3) == {}  # no mistakes, nothing listed
-
-
-def test_evenly_spaced() -> None:
-    np.testing.assert_array_equal(evenly_spaced(10, 4), [0, 3, 6, 9])
-    np.testing.assert_array_equal(evenly_spaced(3, 10), [0, 1, 2])
-    assert len(evenly_spaced(0, 5)) == 0
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +35,32 @@ def run_evaluate(model: torch.nn.Module, data: ParsedDataset, images: np.ndarray
     return evaluate(model, images, data.labels, data.classes, norm=Normalization.fit(data.images),
                     batch_size=batch_size, device=CPU, rotations=rotations, bins=10, confusions=4,
                     feature_rows=evenly_spaced(len(images), 50))
+
+
+def test_evaluate_and_confusion(lenet: torch.nn.Module, synthetic: ParsedDataset,
+                                synthetic_split: dict[str, np.ndarray]) -> None:
+    test = synthetic_split["test"]
+    images, labels = synthetic.images[test], synthetic.labels[test]
+    norm = Normalization.fit(synthetic.images[synthetic_split["train"]])
+    metrics, details, outputs = evaluate(lenet, images, labels, synthetic.classes, norm=norm, batch_size=7,
+                                         device=CPU)
+    predictions = outputs.predictions
+    assert details["num_images"] == len(test) and predictions.shape == (len(test),)
+    assert metrics["accuracy"] == pytest.approx(np.mean(predictions == labels))
+    loss = F.cross_entropy(predict(lenet, torch.from_numpy(images), norm, batch_size=64), torch.from_numpy(labels))
+    assert metrics["loss"] == pytest.approx(loss.item(), abs=1e-6)
+    assert set(details["per_class"]) == set(synthetic.classes)
+
+    records = confusion_records(labels, predictions, synthetic.classes)
+    assert len(records) == len(test)
+    assert all(set(record) == {"actual", "predicted"} for record in records)
+    assert all(isinstance(v, str) and v in synthetic.classes for record in records for v in record.values())
+    assert [r["actual"] for r in records] == [synthetic.classes[k] for k in labels]
+
+    matrix = confusion_matrix(labels, predictions, len(synthetic.classes))
+    assert matrix.shape == (10, 10) and matrix.sum() == len(test)
+    assert np.trace(matrix) == np.sum(predictions == labels)
+    np.testing.assert_array_equal(matrix.sum(1), np.bincount(labels, minlength=10))
 
 
 def test_metrics_contents(lenet: torch.nn.Module, synthetic: ParsedDataset) -> None:
@@ -128,8 +122,9 @@ def test_first_conv_filters(synthetic: ParsedDataset) -> None:
 PROBE = """
 import gzip, resource, sys
 import numpy as np, torch
-from pipeline.evaluation import evaluate, evenly_spaced
+from pipeline.evaluation import evaluate
 from pipeline.inference import Normalization
+from pipeline.metrics import evenly_spaced
 from pipeline.models import create_model
 
 source, count, batch_size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

@@ -34,10 +34,10 @@ from pipeline.data import formats, sources
 from pipeline.data.parsed import ParsedDataset, load_parsed, save_parsed
 from pipeline.data.registry import MNIST_5K, DatasetSpec, RawFile
 from pipeline.data.split import load_split, make_split, save_split
+from pipeline.history import read_dvclive_history
 from pipeline.io import atomic_dir, atomic_file
 from pipeline.models import MODELS, create_model
 from pipeline.models.checkpoint import load_model, save_model
-from pipeline.plots import read_dvclive_history
 from pipeline.resume import load_checkpoint
 from pipeline.runtime import UserError, run_stage
 from conftest import REPO_ROOT, dump_params
