@@ -1,6 +1,6 @@
 """Set-up the benchmarks share: the repository root, params.yaml, a parsed dataset with its split and
-normalisation (from `dvc repro`'s outputs), a freshly seeded model, `pipeline.training.train` called as
-the train stage calls it, and the line of versions each script prints first."""
+normalisation (from `dvc repro`'s outputs), a freshly seeded model, `pipeline.training.Training` set up as
+the train stage's `train` sets it up, and the line of versions each script prints first."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from pipeline.data.split import load_split
 from pipeline.device import seed_everything
 from pipeline.inference import Normalization
 from pipeline.models import create_model
-from pipeline.training import Checkpointing, TrainResult, train
+from pipeline.resume import Checkpointing
+from pipeline.training import Training, TrainResult
 
 T = TypeVar("T")
 
@@ -58,14 +59,22 @@ def seeded_model(name: str, config: TrainConfig, image_shape: tuple[int, int, in
     return create_model(name, image_shape, classes, **config.arch)
 
 
+def stage_training(model: nn.Module, images: np.ndarray, labels: np.ndarray, split: dict[str, np.ndarray],
+                   config: TrainConfig, norm: Normalization, device: torch.device, seed: int, tmp: Path,
+                   checkpoint_every_s: float) -> Training:
+    """`pipeline.training.Training` as the train stage's `train` sets it up, its resume checkpoint (every
+    `checkpoint_every_s` seconds) under `tmp`; `config` with its precision resolved (for_device)."""
+    return Training(model, images, labels, split, config, norm=norm, device=device, seed=seed,
+                    checkpoint=Checkpointing(tmp / "last.pt", "bench", checkpoint_every_s))
+
+
 def train_as_stage(model: nn.Module, images: np.ndarray, labels: np.ndarray, split: dict[str, np.ndarray],
                    config: TrainConfig, norm: Normalization, device: torch.device, seed: int, tmp: Path,
-                   checkpoint_every_s: float, desc: str, **options: Any) -> TrainResult:
-    """`pipeline.training.train` as the train stage calls it: its dvclive log and its resume checkpoint
-    (every `checkpoint_every_s` seconds) written under `tmp`. `options` go to train as they are."""
-    return train(model, images, labels, split, config, norm=norm, device=device, seed=seed,
-                 live_dir=tmp / "live", desc=desc,
-                 checkpoint=Checkpointing(tmp / "last.pt", "bench", checkpoint_every_s), **options)
+                   checkpoint_every_s: float, desc: str) -> TrainResult:
+    """`pipeline.training.train` as the train stage calls it: every epoch of `stage_training`, its dvclive
+    log under `tmp`."""
+    return stage_training(model, images, labels, split, config, norm, device, seed, tmp,
+                          checkpoint_every_s).run(tmp / "live", desc)
 
 
 def timed(fn: Callable[..., T], *args: Any) -> tuple[float, T]:

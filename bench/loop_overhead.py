@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from bench.common import Workload, load_workload, project_params, seeded_model, train_as_stage, versions
 from pipeline.config import TrainConfig
-from pipeline.device import resolve_device
+from pipeline.device import for_device, resolve_device
 from pipeline.training import OPTIMIZERS, SCHEDULES
 
 
@@ -86,7 +86,7 @@ def main() -> None:
 
     for name in args.models:
         epochs = args.epochs or params.models[name].epochs
-        config = params.models[name].model_copy(update={"epochs": epochs, "steps": None})
+        config = for_device(params.models[name].model_copy(update={"epochs": epochs, "steps": None}), device)
         times: dict[str, list[float]] = {"pipeline": [], "checkpoint every epoch": [], "bare": []}
         for repeat in range(args.repeats + 1):  # the first round is the warm-up, not counted
             ours = pipeline_epoch(name, config, work, device, params.seed, epochs, params.checkpoint_every_s)

@@ -41,7 +41,7 @@ from torch import nn
 
 from bench.common import Workload, load_workload, project_params, seeded_model, train_as_stage, versions
 from pipeline.config import TrainConfig
-from pipeline.device import native_bf16, resolve_device, resolve_precision
+from pipeline.device import for_device, native_bf16, resolve_device
 from pipeline.models import create_model
 
 DEFAULT_STEPS = {"resnet": 40}  # resnet: ~0.5 s per step on 2 cores; the others run one full epoch
@@ -154,7 +154,7 @@ def main() -> None:
             steps = math.ceil(images / config.batch_size)
             epochs, rest = divmod(steps, math.ceil(n / config.batch_size))
             images = epochs * n + rest * config.batch_size  # an epoch's last batch may be short
-            config = config.model_copy(update={"epochs": None, "steps": steps})
+            config = for_device(config.model_copy(update={"epochs": None, "steps": steps}), device)
             flops = 6 * forward_macs(create_model(name, data.image_shape, len(data.classes), **config.arch),
                                      data.image_shape)
             runs[variant] = (config, channels_last, images, flops)
@@ -166,7 +166,7 @@ def main() -> None:
         for variant, (config, _, images, flops) in runs.items():
             first, rest = times[variant][0], times[variant][1:]
             rate = images / min(rest)
-            precision = resolve_precision(config.precision, device)
+            precision = config.precision
             rows.append((name, variant, config.batch_size, precision, rate, rate * flops))
             print(f"{name:6s} {variant:28s} batch {config.batch_size:3d} {precision}: {flops / 1e6:7.2f} "
                   f"MFLOP/image, {rate:7.0f} images/s -> {rate * flops / 1e9:6.1f} GFLOP/s (first {first:.2f} s, "

@@ -8,7 +8,7 @@ LeNet (the same architecture as ours, built by the same code); Adam lr 1e-3; 10 
 training pass, a validation pass and `torch.save` of the weights when validation loss improved. Its
 score is the notebook's: test accuracy of the best-validation-loss weights.
 
-The pipeline side is `pipeline.training.train` exactly as the train stage calls it, with the
+The pipeline side is `pipeline.training.Training` exactly as the train stage's `train` runs it, with the
 `models.lenet` section of params.yaml, the pipeline's own split (54,000 train / 6,000 validation,
 stratified) and its validation pass, dvclive log and resume checkpoint (every `checkpoint_every_s`).
 After each epoch the current weights are scored on the test set, off the clock; the pipeline's time to
@@ -36,21 +36,17 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, random_split
 
-from bench.common import project_params, seeded_model, train_as_stage, versions
+from bench.common import project_params, seeded_model, stage_training, versions
 from pipeline.data.formats import READERS
 from pipeline.data.registry import get_dataset
 from pipeline.data.sources import download
 from pipeline.data.split import make_split
-from pipeline.device import seed_everything
+from pipeline.device import for_device, seed_everything
 from pipeline.inference import Normalization, predict
 from pipeline.models import create_model
 from pipeline.runtime import UserError
 
 NOTEBOOK_SEED = 1234  # the LeNet notebook's SEED, for its random_split and weight init
-
-
-class _Reached(Exception):
-    """Raised from the epoch hook to stop training once the target accuracy is reached."""
 
 
 class NotebookFashionMNIST(Dataset):
@@ -138,20 +134,15 @@ def pipeline_lenet(images: np.ndarray, labels: np.ndarray, official: dict, tmp: 
     scoring = 0.0  # seconds spent scoring so far: taken off the training clock
     start = time.perf_counter()
 
-    def on_epoch(epoch: int) -> None:
-        nonlocal scoring
+    run = stage_training(model, images, labels, split, for_device(config, torch.device("cpu")), norm,
+                         torch.device("cpu"), params.seed, tmp, params.checkpoint_every_s)
+    for epoch in run.epochs(tmp / "live", "lenet"):  # the model holds each epoch's weights in turn
         scored = time.perf_counter()
         accuracy = (predict(model, x_test, norm, 1000).argmax(1) == y_test).float().mean().item()
         rows.append((epoch, scored - start - scoring, accuracy))
         scoring += time.perf_counter() - scored
         if accuracy >= target:
-            raise _Reached
-
-    try:
-        train_as_stage(model, images, labels, split, config, norm, torch.device("cpu"), params.seed, tmp,
-                       params.checkpoint_every_s, "lenet", on_epoch=on_epoch)
-    except _Reached:
-        return rows[-1][1], rows
+            return rows[-1][1], rows
     return None, rows
 
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 import random
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from pipeline.runtime import UserError
+
+if TYPE_CHECKING:
+    from pipeline.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -58,3 +62,15 @@ def resolve_precision(name: str, device: torch.device) -> str:
     if name == "auto":
         return "bf16" if native_bf16(device) else "fp32"
     return name
+
+
+def for_device(config: TrainConfig, device: torch.device) -> TrainConfig:
+    """`config` as it runs on `device`: `precision: auto` resolved (resolve_precision), logged once.
+
+    Callers resolve before fingerprinting the run and training it, so both name the precision that
+    runs: a checkpoint written in bf16 on one machine is not resumed in fp32 on another."""
+    precision = resolve_precision(config.precision, device)
+    if precision == "bf16" and not native_bf16(device):
+        log.warning("precision bf16 on %s, which has no native bf16: it runs emulated, slower than fp32", device)
+    log.info("precision: %s (params: %s)", precision, config.precision)
+    return config.model_copy(update={"precision": precision})

@@ -1,10 +1,12 @@
 """The one training loop every model uses.
 
 Data lives on the device as uint8 tensors and is sliced into batches by a seeded permutation (no
-per-sample Dataset/DataLoader); each epoch ends with a full validation pass, dvclive logging and a
-copy of the weights if validation loss improved, and (optionally) a last-state checkpoint that a
-rerun of the same settings resumes from, written at most every `Checkpointing.every_s` seconds. The
-best weights are loaded back at the end.
+per-sample Dataset/DataLoader). `Training` holds what a run is given (data, settings, budget) and its
+`TrainState` (pipeline/resume.py: what changes, saved and restored as one); `Training.train_epoch` is one
+pass over the training rows. Each epoch ends with a full validation pass, dvclive logging, a copy of the
+weights if validation loss improved and, at most every `Checkpointing.every_s` seconds, a last-state
+checkpoint that a rerun of the same settings resumes from. `train` runs every epoch and loads the best
+weights back; `Training.epochs` yields after each, for a caller that looks at the weights as they train.
 """
 
 from __future__ import annotations
@@ -13,23 +15,20 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from dvclive import Live
 from scmrepo.exceptions import SCMError
-from torch import nn
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from pipeline.config import TrainConfig
-from pipeline.device import native_bf16, resolve_precision
 from pipeline.inference import Normalization, predict
-from pipeline.resume import load_checkpoint, save_checkpoint
+from pipeline.resume import Checkpointing, TrainState
 from pipeline.runtime import UserError
 from pipeline.transforms import random_angles, random_flip, random_shift, rotate
 
@@ -61,44 +60,14 @@ SCHEDULES = {  # lr factor over the run, stepped once per optimizer step
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainResult:
+    """How a run went: its best epoch by validation loss and its training time."""
+
     best_epoch: int
     best_val_loss: float
     best_val_accuracy: float
     train_time_s: float
-
-
-@dataclass(frozen=True)
-class Checkpointing:
-    """Where the last-state checkpoint goes, the fingerprint of the run it belongs to, and how often.
-
-    A checkpoint is written after an epoch once `every_s` seconds of training have passed since the
-    last one (0: after every epoch), so a killed run loses at most that much work plus one epoch, and
-    short epochs do not pay for a file write each (~12 ms for mlp: a sixth of its mnist-5k epoch)."""
-
-    path: Path
-    fingerprint: str
-    every_s: float = 0.0
-
-
-def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "batches": generator.get_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict[str, Any], generator: torch.Generator, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["batches"])
-    if "cuda" in state and device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A copy of the model's weights and buffers, unaffected by later training steps."""
-    return {key: value.detach().clone() for key, value in model.state_dict().items()}
 
 
 def _weighted_mean(batch_means: list[torch.Tensor], batch_size: int, rows: int) -> float:
@@ -136,144 +105,152 @@ def _log_epoch(live: Live, step: int, metrics: dict[str, float]) -> None:
         live.log_metric(name, value)
 
 
+class Training:
+    """One run of `config` (its precision resolved: pipeline.device.for_device) on `device`: rows
+    split["train"] train `model` in place, split["val"] select its weights by validation loss.
+
+    `images` uint8 (N, H, W) and `labels` int64 (N,) hold the whole dataset; `seed` fixes the batch
+    order (weight init is seeded by the caller before building the model). With `checkpoint`, a matching
+    saved state is resumed from, and the state is saved after an epoch once `checkpoint.every_s`
+    seconds have passed since the last save."""
+
+    def __init__(self, model: nn.Module, images: np.ndarray, labels: np.ndarray, split: dict[str, np.ndarray],
+                 config: TrainConfig, *, norm: Normalization, device: torch.device, seed: int,
+                 checkpoint: Checkpointing | None = None) -> None:
+        if config.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision {config.precision!r}: resolve it first (pipeline.device.for_device)")
+        self.x_train, self.y_train, self.x_val, self.y_val = (
+            torch.from_numpy(array[split[subset]]).to(device)
+            for subset in ("train", "val") for array in (images, labels)
+        )
+        model.to(device)
+        self.forward = torch.compile(model) if config.compile else model
+        # bf16: matmuls and convolutions under bfloat16 autocast (weights, optimizer state, loss and
+        # normalisation stay float32); deterministic on one machine, but not bit-equal to fp32 or across
+        # CPU kinds. fp32 runs are bit-exact.
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
+        self.config, self.norm, self.checkpoint = config, norm, checkpoint
+        steps_per_epoch = math.ceil(len(self.y_train) / config.batch_size)
+        self.total_steps = config.steps or config.epochs * steps_per_epoch
+        self.total_epochs = math.ceil(self.total_steps / steps_per_epoch)
+        optimizer = OPTIMIZERS[config.optimizer](model.parameters(), config)
+        self.state = TrainState(model, optimizer, SCHEDULES[config.schedule](optimizer, config, self.total_steps),
+                                torch.Generator().manual_seed(seed), device)  # batch order, apart from the global RNG
+        # ---- resume from the last epoch of an interrupted run of these same settings, if one was saved
+        if checkpoint and self.state.restore(checkpoint.path, checkpoint.fingerprint):
+            log.info("resuming from %s after epoch %d of %d", checkpoint.path, self.state.epoch, self.total_epochs)
+
+    def train_epoch(self, bar: tqdm) -> tuple[dict[str, float], list[Tensor]]:
+        """One pass over the training rows in a fresh random order (the last may stop at the step budget):
+        the epoch's training loss and accuracy, and its batch losses."""
+        state, config, norm, x_train, y_train = self.state, self.config, self.norm, self.x_train, self.y_train
+        state.model.train()
+        # Per-step statistics stay on the device (no sync per step) and cost one op per step:
+        # each batch's mean loss is kept, each prediction written into place; summed once an epoch.
+        n = len(y_train)
+        losses: list[Tensor] = []
+        predicted = torch.empty(n, device=y_train.device, dtype=torch.long)  # (n,) in this epoch's order
+        order = torch.randperm(n, generator=state.generator).to(y_train.device)
+        seen = 0
+        for start in range(0, n, config.batch_size):
+            if state.step == self.total_steps:
+                break
+            batch = order[start:start + config.batch_size]
+            targets = y_train[batch]
+            # Augmentations draw from the generator only when on: runs without them keep their batch order.
+            pixels = x_train[batch]  # uint8 (B, H, W)
+            if config.augment_shift:
+                pixels = random_shift(pixels, config.augment_shift, state.generator)
+            if config.augment_flip:
+                pixels = random_flip(pixels, state.generator)
+            inputs = norm.apply(pixels)  # (B, 1, H, W)
+            if config.augment_rotation:
+                angles = random_angles(len(batch), config.augment_rotation, state.generator).to(y_train.device)
+                inputs = rotate(inputs, angles, fill=norm.background)
+            with self.autocast:
+                logits = self.forward(inputs)  # (B, classes)
+                loss = F.cross_entropy(logits, targets, label_smoothing=config.label_smoothing)
+            state.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(state.model.parameters(), config.grad_clip)
+            state.optimizer.step()
+            state.scheduler.step()
+            state.step += 1
+            losses.append(loss.detach())
+            torch.argmax(logits.detach(), 1, out=predicted[seen:seen + len(batch)])
+            seen += len(batch)
+            bar.update()
+        # ---- once an epoch: the statistics summed, one sync each
+        return {
+            "train/loss": _weighted_mean(losses, config.batch_size, seen),
+            "train/accuracy": (predicted[:seen] == y_train[order[:seen]]).float().mean().item(),
+        }, losses
+
+    def validate(self) -> dict[str, float]:
+        """A full validation pass: loss and accuracy."""
+        with self.autocast:
+            logits = predict(self.state.model, self.x_val, self.norm, max(self.config.batch_size, VAL_BATCH))
+        return {"val/loss": F.cross_entropy(logits, self.y_val).item(),
+                "val/accuracy": (logits.argmax(1) == self.y_val).float().mean().item()}
+
+    def epochs(self, live_dir: str | os.PathLike, desc: str = "train") -> Iterator[int]:
+        """Train the epochs left, yielding each one's number once it is logged to `live_dir` (and saved, if
+        due) with the model holding its weights; after the last, the best weights are loaded back."""
+        state, checkpoint = self.state, self.checkpoint
+        try:
+            live = Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
+        except SCMError as err:  # dvclive reads the git HEAD, which a repository without commits lacks
+            raise UserError(f"dvclive cannot read this git repository ({err}); commit once, then rerun") from None
+        for done, metrics in enumerate(state.history):  # DVC deleted the killed run's dvclive files: write them again
+            _log_epoch(live, done, metrics)
+        started = time.perf_counter() - state.elapsed
+        last_save = time.perf_counter()
+        with live, tqdm(total=self.total_steps, initial=state.step, desc=desc, unit="batch", mininterval=1.0) as bar:
+            for epoch in range(state.epoch + 1, self.total_epochs + 1):
+                metrics, losses = self.train_epoch(bar)
+                metrics.update(self.validate())
+                _stop_if_diverged(metrics, losses, epoch, state.step, desc)
+                state.end_epoch(metrics)
+                _log_epoch(live, epoch - 1, metrics)
+                bar.set_postfix(epoch=epoch, val_loss=f"{metrics['val/loss']:.4f}",
+                                val_acc=f"{metrics['val/accuracy']:.4f}")
+                # ---- last-state checkpoint: everything needed to go on as if never stopped
+                if checkpoint and time.perf_counter() - last_save >= checkpoint.every_s:
+                    state.elapsed = time.perf_counter() - started
+                    state.save(checkpoint.path, checkpoint.fingerprint)
+                    last_save = time.perf_counter()
+                yield epoch
+            state.elapsed = time.perf_counter() - started
+            # metrics.json, what `dvc exp show` lists: the best epoch, the precision used and the wall time (the
+            # one number that depends on the machine), not the last epoch's values dvclive keeps (the .tsv
+            # curves hold those). dvclive adds "step", the last epoch's index.
+            live.summary = {"best_epoch": state.best_epoch, "precision": self.config.precision,
+                            "train_time_s": state.elapsed}
+        if state.best_weights is not None:
+            state.model.load_state_dict(state.best_weights)
+        result = self.result
+        log.info("best epoch %d of %d: val loss %.4f, val accuracy %.4f (%.1f s)", result.best_epoch,
+                 self.total_epochs, result.best_val_loss, result.best_val_accuracy, result.train_time_s)
+
+    def run(self, live_dir: str | os.PathLike, desc: str = "train") -> TrainResult:
+        """Every epoch left; the model ends holding the best epoch's weights."""
+        for _ in self.epochs(live_dir, desc):
+            pass
+        return self.result
+
+    @property
+    def result(self) -> TrainResult:
+        """The run so far: its best epoch and training time (as of the last epoch or save)."""
+        best = self.state.history[self.state.best_epoch - 1] if self.state.history else {}
+        return TrainResult(self.state.best_epoch, best.get("val/loss", math.inf),
+                           best.get("val/accuracy", 0.0), self.state.elapsed)
+
+
 def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, split: dict[str, np.ndarray],
           config: TrainConfig, *, norm: Normalization, device: torch.device, seed: int,
-          live_dir: str | os.PathLike, desc: str = "train", checkpoint: Checkpointing | None = None,
-          on_epoch: Callable[[int], None] | None = None) -> TrainResult:
-    """Train `model` in place on rows split["train"], select by loss on split["val"].
-
-    `images` uint8 (N, H, W) and `labels` int64 (N,) hold the whole dataset; `seed` fixes the
-    batch order (weight init is seeded by the caller before building the model). With `checkpoint`,
-    the full state is saved after an epoch once `checkpoint.every_s` seconds have passed since the last
-    save, and a matching saved state is resumed from. `on_epoch(epoch)`, if given, is called at the end
-    of each epoch (bench/ uses it to score the weights as training goes).
-    """
-    # ---- data on the device, once
-    x_train, y_train, x_val, y_val = (
-        torch.from_numpy(array[split[subset]]).to(device)
-        for subset in ("train", "val") for array in (images, labels)
-    )
-    model.to(device)
-    forward = torch.compile(model) if config.compile else model
-    # bf16: matmuls and convolutions under bfloat16 autocast (weights, optimizer state, loss and
-    # normalisation stay float32); deterministic on one machine, but not bit-equal to fp32 or across
-    # CPU kinds. fp32 runs are bit-exact.
-    precision = resolve_precision(config.precision, device)
-    if precision == "bf16" and not native_bf16(device):
-        log.warning("precision bf16 on %s, which has no native bf16: it runs emulated, slower than fp32", device)
-    log.info("precision: %s (params: %s)", precision, config.precision)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    n = len(y_train)
-    steps_per_epoch = math.ceil(n / config.batch_size)
-    total_steps = config.steps or config.epochs * steps_per_epoch
-    epochs = math.ceil(total_steps / steps_per_epoch)
-    optimizer = OPTIMIZERS[config.optimizer](model.parameters(), config)
-    scheduler = SCHEDULES[config.schedule](optimizer, config, total_steps)
-    generator = torch.Generator().manual_seed(seed)  # batch order only, independent of the global RNG
-
-    try:
-        live = Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
-    except SCMError as err:  # dvclive reads the git HEAD, which a repository without commits lacks
-        raise UserError(f"dvclive cannot read this git repository ({err}); commit once, then rerun") from None
-
-    # ---- resume from the last epoch of an interrupted run of these same settings, if one was saved
-    best = TrainResult(best_epoch=0, best_val_loss=math.inf, best_val_accuracy=0.0, train_time_s=0.0)
-    best_state, history, first_epoch, step, elapsed = None, [], 1, 0, 0.0
-    saved = load_checkpoint(checkpoint.path, checkpoint.fingerprint) if checkpoint else None
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        _set_rng_state(saved["rng"], generator, device)
-        best, best_state = TrainResult(**saved["best"]), saved["best_state"]
-        history, first_epoch, step, elapsed = saved["history"], saved["epoch"] + 1, saved["step"], saved["elapsed"]
-        log.info("resuming from %s after epoch %d of %d", checkpoint.path, saved["epoch"], epochs)
-    for done, metrics in enumerate(history):  # DVC deleted the killed run's dvclive files: write them again
-        _log_epoch(live, done, metrics)
-
-    start_time = time.perf_counter() - elapsed
-    last_checkpoint = time.perf_counter()
-    with live, tqdm(total=total_steps, initial=step, desc=desc, unit="batch", mininterval=1.0) as bar:
-        for epoch in range(first_epoch, epochs + 1):
-            # ---- one pass over the training rows in a fresh random order (the last may stop at `steps`)
-            model.train()
-            # Per-step statistics stay on the device (no sync per step) and cost one op per step:
-            # each batch's mean loss is kept, each prediction written into place; summed once an epoch.
-            losses: list[torch.Tensor] = []
-            predicted = torch.empty(n, device=device, dtype=torch.long)  # (n,) in this epoch's order
-            order = torch.randperm(n, generator=generator).to(device)
-            seen = 0
-            for start in range(0, n, config.batch_size):
-                if step == total_steps:
-                    break
-                batch = order[start:start + config.batch_size]
-                targets = y_train[batch]
-                # Augmentations draw from `generator` only when on: runs without them keep their batch order.
-                pixels = x_train[batch]  # uint8 (B, H, W)
-                if config.augment_shift:
-                    pixels = random_shift(pixels, config.augment_shift, generator)
-                if config.augment_flip:
-                    pixels = random_flip(pixels, generator)
-                inputs = norm.apply(pixels)  # (B, 1, H, W)
-                if config.augment_rotation:
-                    angles = random_angles(len(batch), config.augment_rotation, generator).to(device)
-                    inputs = rotate(inputs, angles, fill=norm.background)
-                with autocast:
-                    logits = forward(inputs)  # (B, classes)
-                    loss = F.cross_entropy(logits, targets, label_smoothing=config.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                losses.append(loss.detach())
-                torch.argmax(logits.detach(), 1, out=predicted[seen:seen + len(batch)])
-                seen += len(batch)
-                bar.update()
-
-            # ---- full validation pass
-            with autocast:
-                val_logits = predict(model, x_val, norm, max(config.batch_size, VAL_BATCH))
-            metrics = {
-                "train/loss": _weighted_mean(losses, config.batch_size, seen),
-                "train/accuracy": (predicted[:seen] == y_train[order[:seen]]).float().mean().item(),
-                "val/loss": F.cross_entropy(val_logits, y_val).item(),
-                "val/accuracy": (val_logits.argmax(1) == y_val).float().mean().item(),
-            }
-            _stop_if_diverged(metrics, losses, epoch, step, desc)
-            history.append(metrics)
-            _log_epoch(live, epoch - 1, metrics)
-            bar.set_postfix(epoch=epoch, val_loss=f"{metrics['val/loss']:.4f}",
-                            val_acc=f"{metrics['val/accuracy']:.4f}")
-
-            # ---- keep the best weights by validation loss
-            if metrics["val/loss"] < best.best_val_loss:
-                best = TrainResult(epoch, metrics["val/loss"], metrics["val/accuracy"], 0.0)
-                best_state = _copy_state(model)
-
-            # ---- last-state checkpoint: everything needed to go on as if never stopped
-            if checkpoint and time.perf_counter() - last_checkpoint >= checkpoint.every_s:
-                save_checkpoint(checkpoint.path, {
-                    "fingerprint": checkpoint.fingerprint, "epoch": epoch, "step": step,
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": _rng_state(generator, device),
-                    "best": asdict(best), "best_state": best_state, "history": history,
-                    "elapsed": time.perf_counter() - start_time,
-                })
-                last_checkpoint = time.perf_counter()
-            if on_epoch:
-                on_epoch(epoch)
-
-        best.train_time_s = time.perf_counter() - start_time
-        # metrics.json, what `dvc exp show` lists: the best epoch, the precision used and the wall time (the
-        # one number that depends on the machine), not the last epoch's values dvclive keeps (the .tsv
-        # curves hold those). dvclive adds "step", the last epoch's index.
-        live.summary = {"best_epoch": best.best_epoch, "precision": precision, "train_time_s": best.train_time_s}
-
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    log.info("best epoch %d of %d: val loss %.4f, val accuracy %.4f (%.1f s)", best.best_epoch, epochs,
-             best.best_val_loss, best.best_val_accuracy, best.train_time_s)
-    return best
+          live_dir: str | os.PathLike, desc: str = "train", checkpoint: Checkpointing | None = None) -> TrainResult:
+    """Train `model` in place, every epoch of `config`'s budget (see Training), and leave it holding the
+    best epoch's weights: what the train stage runs."""
+    return Training(model, images, labels, split, config, norm=norm, device=device, seed=seed,
+                    checkpoint=checkpoint).run(live_dir, desc)

@@ -6,14 +6,14 @@ from pathlib import Path
 from pipeline.config import load_params
 from pipeline.data.parsed import load_parsed
 from pipeline.data.split import load_split
-from pipeline.device import resolve_device, resolve_precision, seed_everything
+from pipeline.device import for_device, resolve_device, seed_everything
 from pipeline.inference import Normalization
 from pipeline.io import atomic_dir
 from pipeline.models import create_model
 from pipeline.models.checkpoint import save_model
-from pipeline.resume import fingerprint, remove_checkpoint
+from pipeline.resume import Checkpointing, fingerprint, remove_checkpoint
 from pipeline.runtime import UserError, run_stage
-from pipeline.training import Checkpointing, train
+from pipeline.training import train
 
 
 def main() -> None:
@@ -31,8 +31,8 @@ def main() -> None:
     params = load_params(args.params)
     if args.model not in params.models:
         raise UserError(f"--model {args.model!r} has no section under models:; sections: {', '.join(params.models)}")
-    config = params.models[args.model]
     device = resolve_device(params.device)
+    config = for_device(params.models[args.model], device)  # the precision that runs, for fingerprint, train and meta
     data = load_parsed(args.parsed)
     split = load_split(args.split)
     if config.batch_size > len(split["train"]):
@@ -42,11 +42,8 @@ def main() -> None:
 
     seed_everything(params.seed)  # before building: weight init is part of the run
     model = create_model(args.model, data.image_shape, len(data.classes), **config.arch)
-    # The fingerprint names the precision that runs, not `auto`: a checkpoint written in bf16 on one
-    # machine is not resumed in fp32 on another.
-    resolved = config.model_copy(update={"precision": resolve_precision(config.precision, device)})
     checkpoint = args.checkpoint and Checkpointing(args.checkpoint, fingerprint(
-        args.model, resolved, params.seed, {"images": data.images, "labels": data.labels, **split}),
+        args.model, config, params.seed, {"images": data.images, "labels": data.labels, **split}),
         params.checkpoint_every_s)
     # The dvclive log is built beside its place and appears whole only once the weights are saved: a run
     # that fails (or diverges) leaves neither.
@@ -56,7 +53,7 @@ def main() -> None:
         save_model(args.out, model, meta={
             "model": args.model, "arch": dict(config.arch), "dataset": data.name, "classes": data.classes,
             "image_shape": list(data.image_shape), "normalization": norm.to_dict(),
-            "precision": resolved.precision,
+            "precision": config.precision,
         })
     if args.checkpoint:
         remove_checkpoint(args.checkpoint)

@@ -398,7 +398,7 @@ def test_diverged_training_stops_and_writes_nothing(trained: Path, params: dict,
 def test_no_extra_sync_per_step() -> None:
     """The divergence check reads the epoch's summed loss, never a per-step value on the host."""
     source = (REPO_ROOT / "pipeline" / "training.py").read_text()
-    loop = source[source.index("for start in range(0, n, config.batch_size):"):source.index("# ---- full validation")]
+    loop = source[source.index("for start in range(0, n, config.batch_size):"):source.index("# ---- once an epoch")]
     assert ".item()" not in loop and "isfinite" not in loop and "float(" not in loop
 
 

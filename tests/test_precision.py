@@ -19,10 +19,10 @@ import torch
 from pipeline.config import TrainConfig
 from pipeline.data.parsed import ParsedDataset, save_parsed
 from pipeline.data.split import save_split
-from pipeline.device import native_bf16, resolve_precision, seed_everything
+from pipeline.device import for_device, native_bf16, resolve_precision, seed_everything
 from pipeline.inference import Normalization
 from pipeline.models import create_model
-from pipeline.training import train
+from pipeline.training import Training, train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -45,12 +45,21 @@ def test_auto_on_mps_is_fp32() -> None:
     assert resolve_precision("auto", torch.device("mps")) == "fp32"
 
 
+def test_training_takes_a_resolved_precision(synthetic: ParsedDataset, synthetic_split: dict[str, np.ndarray]) -> None:
+    config = TrainConfig(steps=1, batch_size=16, optimizer="adam", lr=3e-3, precision="auto")
+    model = create_model("mlp", synthetic.image_shape, 10)
+    with pytest.raises(ValueError, match="precision 'auto': resolve it first"):
+        Training(model, synthetic.images, synthetic.labels, synthetic_split, config,
+                 norm=Normalization.fit(synthetic.images), device=CPU, seed=0)
+    assert for_device(config, CPU).precision == resolve_precision("auto", CPU)
+
+
 def fit(data: ParsedDataset, split: dict[str, np.ndarray], live: Path, precision: str) -> torch.nn.Module:
     config = TrainConfig(steps=40, batch_size=16, optimizer="adam", lr=3e-3, precision=precision, arch=LENET)
     seed_everything(0)
     model = create_model("lenet", data.image_shape, 10, **config.arch)
-    train(model, data.images, data.labels, split, config, norm=Normalization.fit(data.images), device=CPU,
-          seed=0, live_dir=live)
+    train(model, data.images, data.labels, split, for_device(config, CPU), norm=Normalization.fit(data.images),
+          device=CPU, seed=0, live_dir=live)
     return model
 
 

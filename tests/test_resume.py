@@ -1,4 +1,4 @@
-"""Training options (step budget, schedules) and resuming an interrupted run from its checkpoint."""
+"""Resuming an interrupted run from its checkpoint (with a step budget), and how often checkpoints are written."""
 
 from __future__ import annotations
 
@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import TrainConfig, validate
+from pipeline.config import TrainConfig
 from pipeline.data.parsed import ParsedDataset
 from pipeline.device import seed_everything
 from pipeline.inference import Normalization
 from pipeline.models import create_model
 from pipeline.resume import fingerprint
-from pipeline.runtime import UserError
-from pipeline import training
+from pipeline import resume, training
 
 CPU = torch.device("cpu")
 CONFIG = TrainConfig(steps=50, batch_size=16, optimizer="sgd", lr=0.05, momentum=0.9, schedule="onecycle",
@@ -28,7 +27,7 @@ def fit(data: ParsedDataset, split: dict[str, np.ndarray], live: Path, config: T
         checkpoint: Path | None = None, every_s: float = 0.0) -> torch.nn.Module:
     seed_everything(0)
     model = create_model("mlp", data.image_shape, 10, **config.arch)
-    ckpt = checkpoint and training.Checkpointing(checkpoint, fingerprint("mlp", config, 0, split), every_s)
+    ckpt = checkpoint and resume.Checkpointing(checkpoint, fingerprint("mlp", config, 0, split), every_s)
     training.train(model, data.images, data.labels, split, config, norm=Normalization.fit(data.images),
                    device=CPU, seed=0, live_dir=live, checkpoint=ckpt)
     return model
@@ -42,30 +41,6 @@ def history(live: Path) -> dict:
     return {"metrics": metrics, "tsv": tsv}
 
 
-def test_exactly_one_of_epochs_and_steps() -> None:
-    with pytest.raises(UserError, match="set exactly one of epochs and steps"):
-        validate(TrainConfig, {"epochs": 2, "steps": 10, "batch_size": 8, "optimizer": "adam", "lr": 0.1})
-
-
-@pytest.mark.parametrize("schedule", ["constant", "cosine", "onecycle"])
-def test_schedules(schedule: str) -> None:
-    config = TrainConfig(steps=100, batch_size=8, optimizer="sgd", lr=0.1, schedule=schedule)
-    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config.lr)
-    scheduler = training.SCHEDULES[schedule](optimizer, config, 100)
-    lrs = []
-    for _ in range(100):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    if schedule == "constant":
-        assert set(lrs) == {0.1}
-    elif schedule == "cosine":
-        assert lrs[0] == 0.1 and lrs[-1] < 1e-3 and lrs == sorted(lrs, reverse=True)
-    else:
-        assert max(lrs) == pytest.approx(0.1) and lrs[0] < 0.01 and lrs[-1] < 1e-4
-        assert 20 <= int(np.argmax(lrs)) <= 40  # warm-up over the first 30% of the steps
-
-
 def test_step_budget_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
                                 synthetic: ParsedDataset, synthetic_split: dict[str, np.ndarray]) -> None:
     """A run stopped after its 2nd epoch checkpoint and rerun ends with the weights and dvclive logs of a
@@ -74,17 +49,17 @@ def test_step_budget_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     reference = fit(synthetic, synthetic_split, tmp_path / "reference")
     assert len(history(tmp_path / "reference")["tsv"]["plots/metrics/val/loss.tsv"]) == 1 + 3  # 50 steps: 3 epochs
 
-    real_save = training.save_checkpoint
+    real_save = resume.save_checkpoint
 
     def save_then_die(path: Path, state: dict) -> None:
         real_save(path, state)
         if state["epoch"] == 2:
             raise KeyboardInterrupt  # killed right after the epoch-2 checkpoint
-    monkeypatch.setattr(training, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(resume, "save_checkpoint", save_then_die)
     checkpoint = tmp_path / "ckpt" / "mlp.pt"
     with pytest.raises(KeyboardInterrupt):
         fit(synthetic, synthetic_split, tmp_path / "resumed", checkpoint=checkpoint)
-    monkeypatch.setattr(training, "save_checkpoint", real_save)
+    monkeypatch.setattr(resume, "save_checkpoint", real_save)
     assert torch.load(checkpoint, weights_only=True)["epoch"] == 2
 
     # Other hyperparameters: the checkpoint is not theirs, and is ignored with a reason.
@@ -111,7 +86,7 @@ def test_checkpoint_interval(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sy
     """every_s=0 saves after every epoch; an interval longer than the run saves nothing."""
     monkeypatch.chdir(tmp_path)
     saved: list[int] = []
-    monkeypatch.setattr(training, "save_checkpoint", lambda path, state: saved.append(state["epoch"]))
+    monkeypatch.setattr(resume, "save_checkpoint", lambda path, state: saved.append(state["epoch"]))
     fit(synthetic, synthetic_split, tmp_path / "every", checkpoint=tmp_path / "a.pt", every_s=0.0)
     assert saved == [1, 2, 3]
     fit(synthetic, synthetic_split, tmp_path / "never", checkpoint=tmp_path / "b.pt", every_s=3600.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from pipeline.evaluation import evaluate
 from pipeline.history import read_dvclive_history
 from pipeline.inference import Normalization, predict
 from pipeline.models import create_model
-from pipeline.training import TrainResult, train
+from pipeline.training import Training, TrainResult, train
 
 CPU = torch.device("cpu")
 EPOCHS = 3
@@ -121,6 +121,24 @@ def test_best_weights_restored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     final = val_loss(run, synthetic.images[val], labels[val])
     assert final == pytest.approx(run.result.best_val_loss, abs=1e-6)
     assert final < losses[-1] - 1e-3
+
+
+def test_epoch_by_epoch(runs: dict[str, Run], work_dir: Path, synthetic: ParsedDataset,
+                       synthetic_split: dict[str, np.ndarray]) -> None:
+    """Training.epochs, what train() runs, yields once an epoch with the model holding that epoch's weights;
+    once done, the model holds the best epoch's, the same as train() leaves them."""
+    seed_everything(0)
+    model = create_model("mlp", synthetic.image_shape, len(synthetic.classes), **CONFIG.arch)
+    run = Training(model, synthetic.images, synthetic.labels, synthetic_split, CONFIG, norm=runs["a"].norm,
+                   device=CPU, seed=0)
+    weights = {epoch: {key: value.clone() for key, value in model.state_dict().items()}
+               for epoch in run.epochs(work_dir / "by-epoch")}
+    assert list(weights) == list(range(1, EPOCHS + 1))
+    assert run.result == replace(runs["a"].result, train_time_s=run.result.train_time_s)
+    best = weights[run.result.best_epoch]
+    for key, value in runs["a"].model.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value) and torch.equal(best[key], value), key
+    assert any(not torch.equal(weights[1][key], weights[EPOCHS][key]) for key in best)
 
 
 def test_learns_above_chance(runs: dict[str, Run], synthetic: ParsedDataset,
