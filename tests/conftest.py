@@ -1,11 +1,16 @@
-"""Shared fixtures: a small learnable synthetic dataset, the committed params.yaml as a plain dict, and a tiny
-reproduced copy of the project."""
+"""Shared test helpers: the repository root and the committed params.yaml; `python -m` runs of the stages
+and the one-`error:`-line check; a small learnable synthetic dataset; git and DVC commands in a temporary
+copy of the project, and a tiny reproduced copy of it."""
 
 from __future__ import annotations
 
 import copy
+import functools
 import os
+import re
+import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,11 +30,31 @@ if (REPO_ROOT.parent / "shared" / "datasets").is_dir():
 SHARED_DATASETS = Path(os.environ.get(MIRROR_ENV) or REPO_ROOT.parent / "shared" / "datasets")
 
 
+# ---------------------------------------------------------------- the committed params.yaml
+
 def committed_params_text() -> str:
     """params.yaml as committed (HEAD), not as the workspace has it: a user's local edit must not change
     what the tests check. Outside a git checkout, the file itself."""
     done = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=REPO_ROOT, capture_output=True, text=True)
     return done.stdout if done.returncode == 0 else (REPO_ROOT / "params.yaml").read_text()
+
+
+@functools.cache
+def _committed_params_dict() -> dict[str, Any]:
+    return YAML(typ="safe").load(committed_params_text())
+
+
+def committed_params_dict() -> dict[str, Any]:
+    """The committed params.yaml as plain data, a private copy each call."""
+    return copy.deepcopy(_committed_params_dict())
+
+
+def another_value(value: float, factor: float) -> float:
+    """`value` x `factor` to two significant digits: a tunable setting moved off whatever it is today, so a
+    test that changes it never depends on (nor pins) params.yaml's default."""
+    changed = float(f"{value * factor:.2g}")
+    assert changed != value, f"{value} x {factor} rounds back to {value}"
+    return changed
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +63,27 @@ def committed_params(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("committed") / "params.yaml"
     path.write_text(committed_params_text())
     return path
+
+
+# ---------------------------------------------------------------- stages as a user runs them
+
+def run_module(*args: str | Path, timeout: float | None = 120, **options: Any) -> subprocess.CompletedProcess[str]:
+    """`python -m <args>` with the test's interpreter, in the repository root; output captured as text."""
+    return subprocess.run([sys.executable, "-m", *map(str, args)], cwd=options.pop("cwd", REPO_ROOT),
+                          capture_output=True, text=True, timeout=timeout, **options)
+
+
+def one_error(code: int | str | None, stderr: str, *fragments: str) -> str:
+    """Non-zero exit, no traceback, exactly one `error:` line holding every fragment; returns that line."""
+    assert code not in (0, None), stderr
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, stderr
+    for fragment in fragments:
+        assert fragment in errors[0], f"{fragment!r} not in {errors[0]!r}"
+    return errors[0]
+
+
 NUM_CLASSES = 10
 PER_CLASS = 60
 SIDE = 28
@@ -71,7 +117,7 @@ def synthetic_split(synthetic: ParsedDataset) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="session")
 def repo_params_dict() -> dict[str, Any]:
-    return YAML(typ="safe").load(committed_params_text())
+    return committed_params_dict()
 
 
 @pytest.fixture
@@ -92,12 +138,63 @@ def write_params(tmp_path: Path) -> Callable[[dict[str, Any]], Path]:
     return lambda data: dump_params(data, tmp_path / "params.yaml")
 
 
+# ---------------------------------------------------------------- git and DVC on a copy of the project
+
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "pipeline", "src", "templates", ".gitignore", ".dvcignore",
+                 "data/folders"]
+DATASET = "mnist-5k"
+
+
+def run(cmd: list[str], cwd: Path) -> str:
+    """Run a command with the test's Python first on PATH (dvc.yaml calls `python`); return its output."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def dvc(*args: str, cwd: Path) -> str:
+    return run([sys.executable, "-m", "dvc", *args], cwd)
+
+
+def git_commit(repo: Path, message: str) -> None:
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", message], repo)
+
+
+def stages_run(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def edit_params(repo: Path, **changes: object) -> None:
+    """Set models.<model>.<key> values given as model__key=value, <section>__<key>=value, or top-level keys."""
+    yaml = YAML()  # round-trip: keeps the comments, as `dvc exp run -S` does
+    params = yaml.load(repo / "params.yaml")
+    for dotted, value in changes.items():
+        if "__" not in dotted:
+            params[dotted] = value
+            continue
+        section, key = dotted.split("__")
+        (params["models"][section] if section in params["models"] else params[section])[key] = value
+    yaml.dump(params, repo / "params.yaml")
+
+
+def copy_project(repo: Path) -> Path:
+    """Copy the project's files (not its outputs, git or DVC state) into the folder `repo`."""
+    for name in PROJECT_FILES:
+        source = REPO_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, repo / name)
+    (repo / "params.yaml").write_text(committed_params_text())  # not the workspace's (maybe edited) copy
+    return repo
+
+
 @pytest.fixture(scope="session")
 def tiny_trained_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A git + DVC repository of the project on tiny params (mlp alone, one epoch), reproduced and committed
     on branch main, without a remote. Tests copy it (`shutil.copytree(..., symlinks=True)`), never change it."""
-    from test_pipeline_e2e import DATASET, copy_project, dvc, edit_params, git_commit, run, stages_run
-
     repo = copy_project(tmp_path_factory.mktemp("tiny-trained"))
     run(["git", "init", "-q", "-b", "main"], repo)
     dvc("init", "-q", cwd=repo)

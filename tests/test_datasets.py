@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SHARED_DATASETS
+from conftest import SHARED_DATASETS, run_module
 from pipeline.data import formats, sources
 from pipeline.data.registry import (AMAT_TEST, AMAT_TRAIN_VALID, FASHION_MNIST, MIRROR_ENV, MNIST,
                                     MNIST_PNG, MNIST_ROT_BACK_IMAGE, RawFile, folder_dataset)
@@ -389,13 +389,11 @@ def test_image_folders_params(params: dict, write_params, folders: dict, dataset
 
 def test_folder_download_parse_stages(tmp_path: Path) -> None:
     """folder snapshots the user's folder; download copies the snapshot; parse names the classes."""
-    from test_stages_cli import run_stage
-
     write_folder(tmp_path / "mine", {"yes": 2, "no": 3}, size=(12, 12))
-    assert run_stage("src.folder", "--source", tmp_path / "mine", "--out", tmp_path / "folders" / "mine").returncode == 0
-    assert run_stage("src.download", "--dataset", "mine", "--folders", tmp_path / "folders",
+    assert run_module("src.folder", "--source", tmp_path / "mine", "--out", tmp_path / "folders" / "mine").returncode == 0
+    assert run_module("src.download", "--dataset", "mine", "--folders", tmp_path / "folders",
                      "--out", tmp_path / "raw").returncode == 0
-    done = run_stage("src.parse", "--dataset", "mine", "--raw", tmp_path / "raw", "--out", tmp_path / "parsed")
+    done = run_module("src.parse", "--dataset", "mine", "--raw", tmp_path / "raw", "--out", tmp_path / "parsed")
     assert done.returncode == 0, done.stderr
     from pipeline.data.parsed import load_parsed
 

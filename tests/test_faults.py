@@ -40,7 +40,7 @@ from pipeline.models import MODELS, create_model
 from pipeline.models.checkpoint import load_model, save_model
 from pipeline.resume import load_checkpoint
 from pipeline.runtime import UserError, run_stage
-from conftest import REPO_ROOT, dump_params
+from conftest import REPO_ROOT, committed_params_dict, committed_params_text, dump_params, one_error, run_module
 
 IS_ROOT = os.geteuid() == 0
 
@@ -59,17 +59,6 @@ def call_stage(stage: str, *args: str | Path, capsys: pytest.CaptureFixture[str]
     except SystemExit as stop:
         code = stop.code
     return code, capsys.readouterr().err
-
-
-def one_error(code: int, stderr: str, *fragments: str) -> str:
-    """Non-zero exit, no traceback, exactly one `error:` line holding every fragment; returns that line."""
-    assert code not in (0, None), stderr
-    assert "Traceback" not in stderr, stderr
-    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, stderr
-    for fragment in fragments:
-        assert fragment in errors[0], f"{fragment!r} not in {errors[0]!r}"
-    return errors[0]
 
 
 def snapshot(*paths: Path) -> dict[str, bytes]:
@@ -156,15 +145,7 @@ def fuzz_cases(params: dict[str, Any]) -> list[tuple[tuple, str, Any]]:
     return [(path, kind, value) for path, original in leaves(params) for kind, value in mutations(path, original)]
 
 
-def _committed() -> dict[str, Any]:
-    from ruamel.yaml import YAML
-
-    from conftest import committed_params_text
-
-    return YAML(typ="safe").load(committed_params_text())
-
-
-FUZZ = fuzz_cases(_committed())
+FUZZ = fuzz_cases(committed_params_dict())
 
 
 @pytest.mark.parametrize(("path", "kind", "value"), FUZZ,
@@ -218,12 +199,9 @@ def test_params_file_problems(tmp_path: Path, text: str, fragments: list[str]) -
 def test_check_params_before_dvc(tmp_path: Path) -> None:
     """`python -m pipeline.config` (what `make run` does before `dvc repro`) names a bad run.models entry,
     which `dvc repro` alone would report as a missing pipeline/models/<name>.py."""
-    from conftest import committed_params_text
-
-    (tmp_path / "params.yaml").write_text(committed_params_text().replace("models: [mlp, lenet, resnet]",
-                                                                          "models: [mlp, nope]"))
-    done = subprocess.run([sys.executable, "-m", "pipeline.config", str(tmp_path / "params.yaml")], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=60)
+    params = committed_params_dict()
+    params["run"]["models"] = ["mlp", "nope"]
+    done = run_module("pipeline.config", dump_params(params, tmp_path / "params.yaml"), timeout=60)
     one_error(done.returncode, done.stderr, "run.models: unknown name 'nope'")
     assert "run: $(VENV)/.installed\n\tpython -m pipeline.config" in (REPO_ROOT / "Makefile").read_text()
 
@@ -282,8 +260,6 @@ def _idx(d: Path, synthetic: ParsedDataset, synthetic_split: dict) -> tuple[Path
 
 
 def _params(d: Path, synthetic: ParsedDataset, synthetic_split: dict) -> tuple[Path, Callable[[], Any]]:
-    from conftest import committed_params_text
-
     (d / "params.yaml").write_text(committed_params_text())
     return d / "params.yaml", lambda: load_params(d / "params.yaml")
 
@@ -668,8 +644,7 @@ def test_sigkill_during_training_then_rerun(trained: Path, params: dict) -> None
         proc.wait(10)
     assert snapshot(d / "models", d / "results") == good  # nothing of the killed run in place
     assert len(temporaries(d / "results")) == 1
-    done = subprocess.run([sys.executable, "-m", "src.train", *map(str, train_args(d))], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=300)
+    done = run_module("src.train", *train_args(d), timeout=300)
     assert done.returncode == 0, done.stderr
     assert temporaries(d) == []
     metrics = json.loads((d / "results" / "train" / "metrics.json").read_text())

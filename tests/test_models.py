@@ -1,11 +1,14 @@
-"""Every registered model: shapes, gradients, seeded init; plus the registry's errors and checkpoints."""
+"""Every registered model: shapes, gradients, seeded init; the registry's errors and checkpoints; what the
+registry-wide test cannot see of the image models (mlp, lenet, resnet)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pipeline.models import MODELS, create_model
@@ -74,6 +77,24 @@ def test_unknown_model() -> None:
 def test_lenet_too_deep_for_image() -> None:
     with pytest.raises(UserError, match=r"models\.lenet\.arch\.channels: 3 conv blocks .* 28x28"):
         create_model("lenet", IMAGE_SHAPE, 10, channels=[4, 8, 16])
+
+
+def test_resnet_shape_and_head_init() -> None:
+    torch.manual_seed(0)
+    model = create_model("resnet", (1, 28, 28), 10)
+    assert isinstance(model.conv[0].shortcut, torch.nn.Conv2d)  # 1 -> 64 channels: a 1x1 projection
+    assert model.fc[0].in_features == 64 * 7 * 7  # two 2x2 pools: 28 -> 7
+    assert model.head.weight.abs().max() < 1e-3  # scaled by 0.001: near-uniform first predictions
+    with torch.no_grad():
+        loss = F.cross_entropy(model.eval()(torch.randn(8, 1, 28, 28)), torch.arange(8))
+    assert loss.item() == pytest.approx(np.log(10), abs=1e-2)
+
+
+def test_resnet_pools_must_fit() -> None:
+    with pytest.raises(UserError, match=r"models\.resnet\.arch\.pool_after: block 7 does not exist"):
+        create_model("resnet", (1, 28, 28), 10, pool_after=[7])
+    with pytest.raises(UserError, match=r"pool_after: 3 pools do not fit a 4x4 image"):
+        create_model("resnet", (1, 4, 4), 10, blocks=3, pool_after=[1, 2, 3])
 
 
 def test_arch_is_applied() -> None:

@@ -15,15 +15,14 @@ import re
 import select
 import shutil
 import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_pipeline_e2e import ROOT, dvc, edit_params, git_commit
 
+from conftest import dvc, edit_params, git_commit, run_module
 from pipeline.runtime import UserError
 from tools import offline_plots
 
@@ -147,8 +146,7 @@ def two_commits(tiny_trained_repo: Path, tmp_path_factory: pytest.TempPathFactor
     edit_params(repo, plot__grid_size=4)
     dvc("repro", cwd=repo)
     git_commit(repo, "smaller prediction grids")
-    done = subprocess.run([sys.executable, "-m", "tools.offline_plots", "--repo", str(repo)], cwd=ROOT,
-                          capture_output=True, text=True)
+    done = run_module("tools.offline_plots", "--repo", repo, timeout=None)
     if done.returncode != 0 and ("npm not found" in done.stderr or "npm pack" in done.stderr):
         pytest.skip(f"cannot fetch Vega's npm packages: {done.stderr.strip()}")
     assert done.returncode == 0, done.stderr
@@ -211,7 +209,6 @@ def test_library_that_cannot_be_inlined_is_refused(code: str, tmp_path: Path, mo
 
 
 def test_not_a_dvc_project_is_one_line(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "tools.offline_plots", "--repo", str(tmp_path)], cwd=ROOT,
-                          capture_output=True, text=True)
+    done = run_module("tools.offline_plots", "--repo", tmp_path)
     assert done.returncode == 2
     assert done.stderr == f"error: --repo {tmp_path}: not a DVC project (no .dvc folder)\n"

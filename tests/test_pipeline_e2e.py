@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,60 +13,11 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from conftest import committed_params_text
-
-ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "pipeline", "src", "templates", ".gitignore", ".dvcignore",
-                 "data/folders"]
-DATASET = "mnist-5k"
+from conftest import (DATASET, another_value, committed_params_dict, copy_project, dvc, edit_params, git_commit, run,
+                      stages_run)
 
 pytestmark = pytest.mark.e2e
-
-
-def run(cmd: list[str], cwd: Path) -> str:
-    """Run a command with the test's Python first on PATH (dvc.yaml calls `python`); return its output."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout + done.stderr
-
-
-def dvc(*args: str, cwd: Path) -> str:
-    return run([sys.executable, "-m", "dvc", *args], cwd)
-
-
-def git_commit(repo: Path, message: str) -> None:
-    run(["git", "add", "-A"], repo)
-    run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", message], repo)
-
-
-def stages_run(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
-def edit_params(repo: Path, **changes: object) -> None:
-    """Set models.<model>.<key> values given as model__key=value, <section>__<key>=value, or top-level keys."""
-    yaml = YAML()  # round-trip: keeps the comments, as `dvc exp run -S` does
-    params = yaml.load(repo / "params.yaml")
-    for dotted, value in changes.items():
-        if "__" not in dotted:
-            params[dotted] = value
-            continue
-        section, key = dotted.split("__")
-        (params["models"][section] if section in params["models"] else params[section])[key] = value
-    yaml.dump(params, repo / "params.yaml")
-
-
-def copy_project(repo: Path) -> Path:
-    """Copy the project's files (not its outputs, git or DVC state) into the folder `repo`."""
-    for name in PROJECT_FILES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, repo / name)
-    (repo / "params.yaml").write_text(committed_params_text())  # not the workspace's (maybe edited) copy
-    return repo
+MLP_LR, LENET_LR = (committed_params_dict()["models"][name]["lr"] for name in ("mlp", "lenet"))
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +62,8 @@ def test_outputs_are_written(repo: Path) -> None:
 
 def test_one_param_change_reruns_only_that_model(repo: Path) -> None:
     before = json.loads((repo / "results" / DATASET / "mlp" / "metrics.json").read_text())
-    edit_params(repo, mlp__lr=0.01, checkpoint_every_s=0.0)  # the checkpoint interval changes no result
+    # another lr; the checkpoint interval changes no result
+    edit_params(repo, mlp__lr=another_value(MLP_LR, 0.2), checkpoint_every_s=0.0)
 
     # Only the stage whose params changed is out of date before anything runs...
     status = json.loads(dvc("status", "--json", cwd=repo).strip().splitlines()[-1])
@@ -149,7 +99,7 @@ def test_second_commit_compares_from_a_fresh_clone(repo: Path, tmp_path: Path) -
     curves of every model and shows both revisions' confusion matrices. A fresh clone, with an empty
     DVC cache and no remote, compares the two commits from git alone; its `dvc repro` (everything
     again, from the raw data) changes no git-tracked byte outside the machine-dependent timing fields."""
-    edit_params(repo, mlp__lr=0.02)
+    edit_params(repo, mlp__lr=another_value(MLP_LR, 0.4))
     dvc("repro", cwd=repo)
     git_commit(repo, "mlp at another learning rate")
     try:
@@ -283,7 +233,8 @@ def test_grid_search_on_the_queue(repo: Path) -> None:
     """Two learning rates of lenet queued, run by two workers in DVC's temporary workspaces
     (.dvc/tmp/exps/), then listed by `dvc exp show` with their metrics; the workspace is untouched."""
     before = run(["git", "status", "--porcelain"], repo)
-    output = dvc("exp", "run", "--queue", "-S", "models.lenet.lr=0.001,0.002", cwd=repo)
+    lrs = [another_value(LENET_LR, 1 / 3), another_value(LENET_LR, 2 / 3)]
+    output = dvc("exp", "run", "--queue", "-S", f"models.lenet.lr={lrs[0]},{lrs[1]}", cwd=repo)
     assert output.count("Queued experiment") == 2, output
     try:
         dvc("queue", "start", "-j", "2", cwd=repo)
@@ -299,14 +250,14 @@ def test_grid_search_on_the_queue(repo: Path) -> None:
         dvc("queue", "stop", "--kill", cwd=repo)
     shown = json.loads(dvc("exp", "show", "--json", cwd=repo))
     experiments = [exp for entry in shown for exp in entry.get("experiments") or [] if entry["rev"] != "workspace"]
-    lrs = {}
+    accuracies = {}
     for experiment in experiments:
         (revision,) = experiment["revs"]
         data = revision["data"]
         lenet = data["metrics"][f"results/{DATASET}/lenet/metrics.json"]["data"]
         assert 0 < lenet["accuracy"] <= 1 and data["metrics"][f"results/{DATASET}/lenet/train/metrics.json"]["data"]
-        lrs[data["params"]["params.yaml"]["data"]["models"]["lenet"]["lr"]] = lenet["accuracy"]
-    assert set(lrs) == {0.001, 0.002}, lrs
+        accuracies[data["params"]["params.yaml"]["data"]["models"]["lenet"]["lr"]] = lenet["accuracy"]
+    assert set(accuracies) == set(lrs), accuracies
     assert run(["git", "status", "--porcelain"], repo) == before
 
 
@@ -315,7 +266,7 @@ def test_killed_train_stage_resumes_to_the_same_result(repo: Path) -> None:
     resumes and ends with the weights and training log of a run that was never stopped. (Last in the
     module: it leaves the workspace changed.)"""
     # settings no run-cache entry holds; ~0.1 s per epoch, a checkpoint after each
-    edit_params(repo, mlp__epochs=40, mlp__lr=0.02, checkpoint_every_s=0.0)
+    edit_params(repo, mlp__epochs=40, mlp__lr=another_value(MLP_LR, 0.4), checkpoint_every_s=0.0)
     checkpoint = repo / ".checkpoints" / DATASET / "mlp.pt"
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     dvc_run = subprocess.Popen([sys.executable, "-m", "dvc", "repro", f"train@{DATASET}-mlp"], cwd=repo, env=env,

@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_pipeline_e2e import DATASET, dvc, git_commit, run, stages_run
+
+from conftest import DATASET, another_value, committed_params_dict, dvc, git_commit, run, stages_run
 
 pytestmark = pytest.mark.e2e
 METRICS = f"results/{DATASET}/mlp/metrics.json"
@@ -105,7 +106,8 @@ def test_two_clones_share_runs_and_experiments(tiny_trained_repo: Path, remote_u
     assert git("status", "--porcelain", cwd=b) == ""
 
     # B trains an experiment and pushes it: its git refs to origin, its outputs to the DVC remote.
-    ran = stages_run(dvc("exp", "run", "-S", "models.mlp.lr=0.02", cwd=b))
+    lr = another_value(committed_params_dict()["models"]["mlp"]["lr"], 0.4)
+    ran = stages_run(dvc("exp", "run", "-S", f"models.mlp.lr={lr}", cwd=b))
     assert f"train@{DATASET}-mlp" in ran
     theirs = json.loads((b / METRICS).read_text())
     dvc("exp", "push", "origin", cwd=b)
@@ -116,7 +118,7 @@ def test_two_clones_share_runs_and_experiments(tiny_trained_repo: Path, remote_u
                    for exp in baseline.get("experiments") or []]
     assert len(experiments) == 1, experiments
     (rev,) = experiments[0]["revs"]
-    assert rev["data"]["params"]["params.yaml"]["data"]["models"]["mlp"]["lr"] == 0.02
+    assert rev["data"]["params"]["params.yaml"]["data"]["models"]["mlp"]["lr"] == lr
     assert rev["data"]["metrics"][METRICS]["data"]["accuracy"] == theirs["accuracy"]
 
     # ...and applies it: its outputs come from the remote, so reproducing runs no stage.

@@ -1,11 +1,10 @@
-"""The pixel-sequence models and resnet: what the registry-wide test cannot see."""
+"""The pixel-sequence models (eurnn, lstm): what the registry-wide test cannot see."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from pipeline.models import create_model
 from pipeline.models.eurnn import EPS, _EunnScan, rotate
@@ -98,21 +97,3 @@ def test_eurnn_inference_path_matches_training_path() -> None:
 def test_eurnn_odd_hidden_is_refused() -> None:
     with pytest.raises(UserError, match=r"models\.eurnn\.arch\.hidden: must be even"):
         create_model("eurnn", (1, 28, 28), 10, hidden=7)
-
-
-def test_resnet_shape_and_head_init() -> None:
-    torch.manual_seed(0)
-    model = create_model("resnet", (1, 28, 28), 10)
-    assert isinstance(model.conv[0].shortcut, torch.nn.Conv2d)  # 1 -> 64 channels: a 1x1 projection
-    assert model.fc[0].in_features == 64 * 7 * 7  # two 2x2 pools: 28 -> 7
-    assert model.head.weight.abs().max() < 1e-3  # scaled by 0.001: near-uniform first predictions
-    with torch.no_grad():
-        loss = F.cross_entropy(model.eval()(torch.randn(8, 1, 28, 28)), torch.arange(8))
-    assert loss.item() == pytest.approx(np.log(10), abs=1e-2)
-
-
-def test_resnet_pools_must_fit() -> None:
-    with pytest.raises(UserError, match=r"models\.resnet\.arch\.pool_after: block 7 does not exist"):
-        create_model("resnet", (1, 28, 28), 10, pool_after=[7])
-    with pytest.raises(UserError, match=r"pool_after: 3 pools do not fit a 4x4 image"):
-        create_model("resnet", (1, 4, 4), 10, blocks=3, pool_after=[1, 2, 3])

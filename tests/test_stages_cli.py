@@ -3,34 +3,25 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_stage(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", *map(str, args)], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=120)
+from conftest import one_error, run_module
 
 
 def assert_one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
-    """Exit status 2, stderr exactly one `error: ...` line, no traceback; returns that line."""
+    """Exit status 2, stderr exactly one `error: ...` line (nothing else), no traceback; returns that line."""
     assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: ")
-    return lines[0]
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    return one_error(proc.returncode, proc.stderr)
 
 
 def test_train_bad_params(tmp_path: Path, params: dict[str, Any],
                           write_params: Callable[[dict[str, Any]], Path]) -> None:
     params["models"]["mlp"]["epochs"] = "ten"
     out, live = tmp_path / "models" / "mlp.pt", tmp_path / "live"
-    proc = run_stage("src.train", "--model", "mlp", "--parsed", tmp_path / "parsed", "--split", tmp_path / "split",
+    proc = run_module("src.train", "--model", "mlp", "--parsed", tmp_path / "parsed", "--split", tmp_path / "split",
                      "--out", out, "--live", live, "--params", write_params(params))
     line = assert_one_error_line(proc)
     assert "models.mlp.epochs" in line and "'ten'" in line
@@ -39,7 +30,7 @@ def test_train_bad_params(tmp_path: Path, params: dict[str, Any],
 
 def test_download_unknown_dataset(tmp_path: Path) -> None:
     out = tmp_path / "raw"
-    line = assert_one_error_line(run_stage("src.download", "--dataset", "nope", "--out", out))
+    line = assert_one_error_line(run_module("src.download", "--dataset", "nope", "--out", out))
     assert "'nope'" in line and "mnist-5k" in line
     assert list(tmp_path.iterdir()) == []
 
@@ -49,7 +40,7 @@ def test_evaluate_bad_rotations(tmp_path: Path, params: dict[str, Any],
     params["evaluate"]["rotations"] = []
     outputs = [tmp_path / "out" / name for name in ("metrics.json", "details.json", "confusion.json",
                                                     "predictions.npz")]
-    proc = run_stage("src.evaluate", "--weights", tmp_path / "w.pt", "--parsed", tmp_path / "parsed",
+    proc = run_module("src.evaluate", "--weights", tmp_path / "w.pt", "--parsed", tmp_path / "parsed",
                      "--split", tmp_path / "split", "--metrics", outputs[0], "--details", outputs[1],
                      "--confusion", outputs[2], "--predictions", outputs[3], "--params", write_params(params))
     line = assert_one_error_line(proc)
