@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
+from conftest import REPO_ROOT, run_module
 from pipeline.config import load_params
 from pipeline.models import MODELS
 from tools import dvc_deps
 
-ROOT = Path(__file__).resolve().parents[1]
-DVC_YAML = (ROOT / "dvc.yaml").read_text()
+DVC_YAML = (REPO_ROOT / "dvc.yaml").read_text()
 STAGES = YAML(typ="safe").load(DVC_YAML)["stages"]
 
 
@@ -37,8 +37,7 @@ def test_code_deps_are_up_to_date() -> None:
 def test_check_names_the_stale_stage_and_the_fix(tmp_path: Path) -> None:
     stale = tmp_path / "dvc.yaml"
     stale.write_text(DVC_YAML.replace("      - pipeline/resume.py\n", "", 1))
-    done = subprocess.run([sys.executable, "-m", "tools.dvc_deps", "--check", "--dvc-yaml", str(stale)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    done = run_module("tools.dvc_deps", "--check", "--dvc-yaml", stale, timeout=600)
     assert done.returncode == 2 and done.stdout == "", done
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: "), done.stderr
     assert "stage train: missing pipeline/resume.py" in done.stderr, done.stderr
@@ -67,10 +66,11 @@ def imported_project_files(module: str) -> frozenset[str]:
         "import importlib, json, sys; importlib.import_module(sys.argv[1]); "
         "print(json.dumps([getattr(m, '__file__', None) or '' for m in list(sys.modules.values())]))"
     )
-    out = subprocess.run([sys.executable, "-c", probe, module], cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", probe, module], cwd=REPO_ROOT, capture_output=True, text=True,
+                         check=True)
     files = {Path(f).resolve() for f in json.loads(out.stdout) if f and Path(f).is_absolute()}
-    return frozenset(f.relative_to(ROOT).as_posix() for f in files if f.is_relative_to(ROOT) and ".venv" not in f.parts
-                     and not dvc_deps.runs_no_code(f))
+    return frozenset(f.relative_to(REPO_ROOT).as_posix() for f in files
+                     if f.is_relative_to(REPO_ROOT) and ".venv" not in f.parts and not dvc_deps.runs_no_code(f))
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))

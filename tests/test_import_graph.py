@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from conftest import REPO_ROOT
 from tools import dvc_deps
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def find_cycle(root: Path, folders: tuple[str, ...]) -> list[str]:
@@ -30,7 +30,7 @@ def find_cycle(root: Path, folders: tuple[str, ...]) -> list[str]:
 
 
 def test_no_import_cycle() -> None:
-    cycle = find_cycle(ROOT, ("pipeline", "src", "tools"))
+    cycle = find_cycle(REPO_ROOT, ("pipeline", "src", "tools"))
     assert not cycle, "import cycle: " + " -> ".join(cycle)
 
 
