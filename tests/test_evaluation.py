@@ -155,7 +155,7 @@ def peak_rise_mib(source: str, count: int, batch_size: int) -> float:
 
 
 def test_memory_bounded_on_a_large_generated_set() -> None:
-    """12,000 images: batches of 500 keep the peak low; evaluating them as one batch (what seed 000 did)
+    """12,000 images: batches of 500 keep the peak low; evaluating them as one batch (what the ResNet notebook did)
     breaks the same limit, so the limit does tell the two apart."""
     batched = peak_rise_mib("generated", 12_000, 500)
     assert batched < PEAK_LIMIT_MIB, f"batched evaluation raised peak memory by {batched:.0f} MiB"
