@@ -1,6 +1,6 @@
 """Shared test helpers: the repository root and the committed params.yaml; `python -m` runs of the stages
-and the one-`error:`-line check; a small learnable synthetic dataset; git and DVC commands in a temporary
-copy of the project, and a tiny reproduced copy of it."""
+and the one-`error:`-line check; a small learnable synthetic dataset and a dvclive log; git and DVC
+commands in a temporary copy of the project, and a tiny reproduced copy of it."""
 
 from __future__ import annotations
 
@@ -136,6 +136,17 @@ def dump_params(data: dict[str, Any], path: Path) -> Path:
 def write_params(tmp_path: Path) -> Callable[[dict[str, Any]], Path]:
     """write_params(dict) -> path of a params.yaml holding it, inside tmp_path."""
     return lambda data: dump_params(data, tmp_path / "params.yaml")
+
+
+def write_dvclive_tree(live_dir: Path, epochs: int = 4) -> None:
+    """plots/metrics/{train,val}/{loss,accuracy}.tsv as dvclive writes them: timestamp, step, value."""
+    for subset, offset in (("train", 0.0), ("val", 0.1)):
+        folder = live_dir / "plots" / "metrics" / subset
+        folder.mkdir(parents=True)
+        for metric in ("loss", "accuracy"):
+            values = [(1 / (step + 1) if metric == "loss" else 0.5 + 0.1 * step) + offset for step in range(epochs)]
+            rows = [f"{1700000000000 + step}\t{step}\t{value}" for step, value in enumerate(values)]
+            (folder / f"{metric}.tsv").write_text("\n".join([f"timestamp\tstep\t{metric}", *rows]) + "\n")
 
 
 # ---------------------------------------------------------------- git and DVC on a copy of the project

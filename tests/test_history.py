@@ -6,18 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from conftest import write_dvclive_tree
 from pipeline.history import read_dvclive_history
-
-
-def write_dvclive_tree(live_dir: Path, epochs: int = 4) -> None:
-    """plots/metrics/{train,val}/{loss,accuracy}.tsv as dvclive writes them: timestamp, step, value."""
-    for subset, offset in (("train", 0.0), ("val", 0.1)):
-        folder = live_dir / "plots" / "metrics" / subset
-        folder.mkdir(parents=True)
-        for metric in ("loss", "accuracy"):
-            values = [(1 / (step + 1) if metric == "loss" else 0.5 + 0.1 * step) + offset for step in range(epochs)]
-            rows = [f"{1700000000000 + step}\t{step}\t{value}" for step, value in enumerate(values)]
-            (folder / f"{metric}.tsv").write_text("\n".join([f"timestamp\tstep\t{metric}", *rows]) + "\n")
 
 
 def test_read_dvclive_history(tmp_path: Path) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_history import write_dvclive_tree
 
+from conftest import write_dvclive_tree
 from pipeline.history import read_dvclive_history
 from pipeline.metrics import calibration_bins
 from pipeline.plots import (

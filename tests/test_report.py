@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from test_history import write_dvclive_tree
 
+from conftest import write_dvclive_tree
 from pipeline.config import HEADLINE_ROTATION
 from pipeline.history import read_dvclive_history
 from pipeline.report import ReportRow, curve_rows, read_results, render_summary, write_curves
