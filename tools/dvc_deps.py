@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedSeq
 
 from pipeline.io import atomic_file
 from pipeline.runtime import UserError, run_stage
@@ -143,21 +144,19 @@ def _is_code(dep: Any) -> bool:
     return isinstance(dep, str) and dep.endswith(".py")
 
 
-def _replace_code_deps(deps: Any, files: list[str]) -> None:
+def _replace_code_deps(deps: CommentedSeq, files: list[str]) -> None:
     """Put `files` where deps' `.py` entries stand (the first of them), keeping every comment: a comment on
     an entry's own line stays with that entry, the comment lines after an entry stay after the block."""
-    items = list(deps)
-    tokens = {i: deps.ca.items[i][0] for i in range(len(items)) if i in deps.ca.items and deps.ca.items[i][0]}
+    items, comments = list(deps), dict(deps.ca.items)  # comments: index -> [token on or after its line, ...]
     at = next((i for i, dep in enumerate(items) if _is_code(dep)), 0)
     own_line, after, template = {}, "", None
     for i, dep in enumerate(items):
-        if _is_code(dep) and i in tokens:
-            line, _, rest = tokens[i].value.partition("\n")
+        if _is_code(dep) and (token := comments.get(i, [None])[0]) is not None:
+            line, _, following = token.value.partition("\n")
             if line.strip():
                 own_line[dep] = line
-            after += rest
-            template = tokens[i]
-    rest = [(dep, tokens.get(i)) for i, dep in enumerate(items) if not _is_code(dep)]
+            after += following
+            template = token
     block = []
     for n, dep in enumerate(files):
         value = own_line.get(dep, "") + "\n" + (after if n == len(files) - 1 else "")
@@ -165,14 +164,14 @@ def _replace_code_deps(deps: Any, files: list[str]) -> None:
         if value != "\n":
             token = copy.copy(template)
             token.value = value
-        block.append((dep, token))
-    merged = rest[:at] + block + rest[at:]
+        block.append((dep, [token, None, None, None] if token else None))
+    others = [(dep, comments.get(i)) for i, dep in enumerate(items) if not _is_code(dep)]
     del deps[:]
     deps.ca.items.clear()
-    for i, (dep, token) in enumerate(merged):
+    for i, (dep, comment) in enumerate(others[:at] + block + others[at:]):
         deps.append(dep)
-        if token is not None:
-            deps.ca.items[i] = [token, None, None, None]
+        if comment is not None:
+            deps.ca.items[i] = comment
 
 
 def _yaml() -> YAML:
@@ -193,7 +192,7 @@ def update(text: str, root: Path = ROOT) -> tuple[str, list[str]]:
         found = re.search(r"python -m (\S+)", str(definition.get("cmd", "")))
         if found is None:
             continue
-        deps = definition.setdefault("deps", [])
+        deps = definition.setdefault("deps", CommentedSeq())
         wanted = stage_files(found.group(1), "model" in stage.get("matrix", {}), root)
         listed = [dep for dep in deps if _is_code(dep)]
         if listed == wanted:
