@@ -37,7 +37,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, random_split
 
 from bench.common import project_params, seeded_model, stage_training, versions
-from pipeline.data.formats import READERS
+from pipeline.data.formats.readers import READERS
 from pipeline.data.registry import get_dataset
 from pipeline.data.sources import download
 from pipeline.data.split import make_split

@@ -4,7 +4,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from pipeline.data.formats import READERS
+from pipeline.data.formats.readers import READERS
 from pipeline.data.parsed import ParsedDataset, save_parsed
 from pipeline.data.registry import DATASETS, folder_dataset
 from pipeline.runtime import run_stage

@@ -17,8 +17,9 @@ import pytest
 
 from conftest import SHARED_DATASETS, run_module
 from test_formats_image_folder import write_folder
-from pipeline.data import formats, sources
+from pipeline.data import sources
 from pipeline.data.formats.idx import read_idx
+from pipeline.data.formats.readers import READERS
 from pipeline.data.registry import FASHION_MNIST, MIRROR_ENV, MNIST, RawFile
 from pipeline.runtime import UserError
 
@@ -102,7 +103,7 @@ def test_real_fashion_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv(MIRROR_ENV, str(SHARED_DATASETS))
     spec = dataclasses.replace(FASHION_MNIST, system_dir=None)
     sources.download(spec, tmp_path)
-    parsed = formats.READERS[spec.format](spec, tmp_path)
+    parsed = READERS[spec.format](spec, tmp_path)
     assert parsed.images.shape == (70_000, 28, 28) and parsed.official == {"train": (0, 60_000), "test": (60_000,
                                                                                                         70_000)}
     np.testing.assert_array_equal(np.bincount(parsed.labels[:60_000]), [6000] * 10)

@@ -43,7 +43,7 @@ class DatasetSpec:
     description: str
     classes: tuple[str, ...]  # empty for user folders: their class directories name them
     image_size: tuple[int, int] | None  # (H, W); None for user folders: their first image sets it
-    format: str  # key into pipeline.data.formats.READERS
+    format: str  # key into pipeline.data.formats.readers.READERS
     files: tuple[RawFile, ...]
     system_dir: str | None = None  # a directory a system package installs the raw files into
 
