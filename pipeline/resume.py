@@ -1,13 +1,13 @@
 """Last-state checkpoints, so a killed train stage resumes where it stopped and ends as if never stopped.
 
-`TrainState` is what changes as a run trains; it saves and restores itself (side by side below, so the
-two stay in step) through the file-level `save_checkpoint` / `load_checkpoint`.
-
 The checkpoint lives at a path that is not a DVC output (DVC deletes a stage's outputs before running
 it, and a `persist` output would turn off the run-cache), is rewritten atomically after an epoch (at
 most every `checkpoint_every_s` seconds of params.yaml) and is removed by the stage once its outputs
-are written. A fingerprint of everything that shapes the run (model name, its params section, seed,
-data and split) guards against resuming another run's state.
+are written. A fingerprint of everything that shapes the run (model name, its params section with the
+precision resolved, seed, data and split) guards against resuming another run's state.
+
+`TrainState` is what changes as a run trains; its `save` and `restore` stand side by side, so the two
+stay in step, over the file-level `save_checkpoint` / `load_checkpoint`.
 """
 
 from __future__ import annotations
@@ -109,6 +109,7 @@ class TrainState:
             self.best_weights = {key: value.detach().clone() for key, value in self.model.state_dict().items()}
 
     def save(self, path: str | os.PathLike, fingerprint: str) -> None:
+        """Write the state, tagged with `fingerprint`, to `path` (atomically: see save_checkpoint)."""
         rng = {"torch": torch.get_rng_state(), "batches": self.generator.get_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
