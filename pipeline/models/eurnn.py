@@ -1,4 +1,4 @@
-"""Efficient unitary RNN (seed 001; Jing et al. 2017, "Tunable Efficient Unitary Neural Networks").
+"""Efficient unitary RNN (the EURNN notebook; Jing et al. 2017, "Tunable Efficient Unitary Neural Networks").
 
 The hidden state h is N complex units (pairs of reals). Each step reads one pixel:
 
@@ -85,7 +85,7 @@ class EURNN(nn.Module):
         self.theta = nn.Parameter(torch.empty(config.capacity, half).uniform_(-math.pi, math.pi))  # rotation
         self.phi = nn.Parameter(torch.empty(config.capacity, half).uniform_(-math.pi, math.pi))  # pair phase
         self.omega = nn.Parameter(torch.empty(2, 1, half).uniform_(-math.pi, math.pi))  # final diagonal phase
-        self.bias = nn.Parameter(torch.full((2, 1, half), 0.01))  # modReLU bias (seed 001: 0.01)
+        self.bias = nn.Parameter(torch.full((2, 1, half), 0.01))  # modReLU bias (the EURNN notebook: 0.01)
         self.head = nn.Linear(2 * config.hidden, num_classes)
         self.num_features = 2 * config.hidden
         # All-ones rotations: every structurally nonzero entry of U is a sum of positive terms.

@@ -13,8 +13,8 @@ for modReLU's derivative, one CSR product for U^T g); no Python loop over layers
 of U's nonzeros and of the input projection are batched matmuls every CHUNK steps
 (`ScanPattern.accumulate_products`: each block of BLOCK units times the window of units it reaches). On
 CPU the steps are bound by per-op overhead (~5-20 us per op on (2N, B) = (512, 100) tensors) and by first
-touches of the stored (T, ., B) tensors. bench/eurnn.py times it against the PyPI package torch_eunn that
-seed 001 used.
+touches of the stored (T, ., B) tensors. `python -m bench.eurnn` times it against the PyPI package torch_eunn that
+the EURNN notebook used.
 
 Inside the scan the 2N reals are ordered by block of BLOCK units, then real/imaginary part, then unit:
 the state (2N, B) viewed as (blocks, 2, BLOCK, B). The model's input projection and features keep the
