@@ -1,24 +1,18 @@
 """Stage data_figures: a sample grid (one row per class) and the label histogram of each split."""
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 
 from pipeline.data.parsed import load_parsed
 from pipeline.data.split import load_split
 from pipeline.plots import plot_label_histogram, plot_samples
 from pipeline.runtime import run_stage
+from src import PARSED, SPLIT, stage_args
 
 SAMPLES_PER_CLASS = 10  # columns of the sample grid
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--parsed", required=True, type=Path, help="directory written by the parse stage")
-    parser.add_argument("--split", required=True, type=Path, help="directory written by the split stage")
-    parser.add_argument("--out", required=True, type=Path, help="directory for samples.png and labels.png")
-    args = parser.parse_args()
+    args = stage_args(__doc__, parsed=PARSED, split=SPLIT, out="directory for samples.png and labels.png")
 
     data, split = load_parsed(args.parsed), load_split(args.split)
     train = split["train"]

@@ -4,23 +4,20 @@ A user's image folder (params.yaml image_folders) is not fetched: its snapshot, 
 folder stage under --folders, is copied instead, so every dataset reaches parse the same way.
 """
 
-import argparse
 import logging
-from pathlib import Path
 
 from pipeline.data.registry import DATASETS, get_dataset
 from pipeline.data.sources import copy_folder, download
 from pipeline.runtime import run_stage
+from src import stage_args
 
 log = logging.getLogger("download")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dataset", required=True, help="dataset name (see pipeline/data/registry.py)")
-    parser.add_argument("--out", required=True, type=Path, help="directory for the raw files")
-    parser.add_argument("--folders", type=Path, help="directory of user-folder snapshots (<name>/<class>/<image>)")
-    args = parser.parse_args()
+    args = stage_args(__doc__, text=("dataset",), optional=("folders",),
+                      dataset="dataset name (see pipeline/data/registry.py)", out="directory for the raw files",
+                      folders="directory of user-folder snapshots (<name>/<class>/<image>)")
     if args.dataset not in DATASETS and args.folders and (args.folders / args.dataset).is_dir():
         log.info("%s: %d files from the folder snapshot", args.dataset,
                  copy_folder(args.folders / args.dataset, args.out))

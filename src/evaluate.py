@@ -1,9 +1,6 @@
 """Stage evaluate: headline test metrics, detail metrics, confusion data and per-image outputs of one
 trained model (params: evaluate, device)."""
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 
 from pipeline.config import load_params
@@ -16,21 +13,15 @@ from pipeline.io import atomic_file, write_json
 from pipeline.metrics import confusion_records, evenly_spaced
 from pipeline.models.checkpoint import load_model
 from pipeline.runtime import run_stage
+from src import PARSED, SPLIT, stage_args
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--weights", required=True, type=Path, help="file written by the train stage")
-    parser.add_argument("--parsed", required=True, type=Path, help="directory written by the parse stage")
-    parser.add_argument("--split", required=True, type=Path, help="directory written by the split stage")
-    parser.add_argument("--metrics", required=True, type=Path, help="output: headline metrics JSON")
-    parser.add_argument("--details", required=True, type=Path,
-                        help="output: detail JSON (rotation curve, per-class scores, top confusions)")
-    parser.add_argument("--confusion", required=True, type=Path, help="output: {actual, predicted} records JSON")
-    parser.add_argument("--predictions", required=True, type=Path,
-                        help="output (.npz): probabilities, reliability bins, features, first-layer filters")
-    parser.add_argument("--params", default="params.yaml", help="params file")
-    args = parser.parse_args()
+    args = stage_args(__doc__, params=True, weights="file written by the train stage", parsed=PARSED, split=SPLIT,
+                      metrics="output: headline metrics JSON",
+                      details="output: detail JSON (rotation curve, per-class scores, top confusions)",
+                      confusion="output: {actual, predicted} records JSON",
+                      predictions="output (.npz): probabilities, reliability bins, features, first-layer filters")
 
     params = load_params(args.params)
     config = params.evaluate

@@ -1,23 +1,19 @@
 """Stage parse: raw published files -> images uint8 (N, H, W), labels int64 (N,), meta.json."""
 
-import argparse
 import logging
-from pathlib import Path
 
 from pipeline.data.formats.readers import READERS
 from pipeline.data.parsed import ParsedDataset, save_parsed
 from pipeline.data.registry import DATASETS, folder_dataset
 from pipeline.runtime import run_stage
+from src import stage_args
 
 log = logging.getLogger("parse")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dataset", required=True, help="dataset name")
-    parser.add_argument("--raw", required=True, type=Path, help="directory written by the download stage")
-    parser.add_argument("--out", required=True, type=Path, help="directory for the parsed arrays")
-    args = parser.parse_args()
+    args = stage_args(__doc__, text=("dataset",), dataset="dataset name",
+                      raw="directory written by the download stage", out="directory for the parsed arrays")
 
     # A name the registry does not know is a user's image folder: the download stage rejected any other.
     spec = DATASETS[args.dataset] if args.dataset in DATASETS else folder_dataset(args.dataset)

@@ -2,9 +2,6 @@
 mistakes, reliability diagram, first-layer filters (models with a convolution), PCA and t-SNE of
 penultimate features (params: plot)."""
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 
 from pipeline.config import load_params
@@ -22,18 +19,14 @@ from pipeline.plots import (
     plot_reliability,
 )
 from pipeline.runtime import run_stage
+from src import PARSED, SPLIT, stage_args
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--title", required=True, help="figure title, e.g. mnist-5k/mlp")
-    parser.add_argument("--live", required=True, type=Path, help="dvclive directory written by the train stage")
-    parser.add_argument("--predictions", required=True, type=Path, help="file written by the evaluate stage")
-    parser.add_argument("--parsed", required=True, type=Path, help="directory written by the parse stage")
-    parser.add_argument("--split", required=True, type=Path, help="directory written by the split stage")
-    parser.add_argument("--out", required=True, type=Path, help="directory for the PNG figures")
-    parser.add_argument("--params", default="params.yaml", help="params file")
-    args = parser.parse_args()
+    args = stage_args(__doc__, text=("title",), params=True, title="figure title, e.g. mnist-5k/mlp",
+                      live="dvclive directory written by the train stage",
+                      predictions="file written by the evaluate stage", parsed=PARSED, split=SPLIT,
+                      out="directory for the PNG figures")
 
     config = load_params(args.params).plot
     data = load_parsed(args.parsed)

@@ -3,23 +3,17 @@ per-dataset comparison figures (training curves of every model, rotation robustn
 reports/curves.tsv, the training curves of every model for `dvc plots diff`. Reads each model's
 metrics.json, details.json and train/ (dvclive); writes no machine-dependent number."""
 
-import argparse
-from pathlib import Path
-
 from pipeline.config import load_params
 from pipeline.io import atomic_file
 from pipeline.report import read_results, render_summary, write_curves, write_figures
 from pipeline.runtime import run_stage
+from src import stage_args
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--results", required=True, type=Path, help="directory holding <dataset>/<model>/ results")
-    parser.add_argument("--out", required=True, type=Path, help="output markdown file")
-    parser.add_argument("--figures", required=True, type=Path, help="output directory for the comparison figures")
-    parser.add_argument("--curves", required=True, type=Path, help="output TSV: every model's training curves")
-    parser.add_argument("--params", default="params.yaml", help="params file")
-    args = parser.parse_args()
+    args = stage_args(__doc__, params=True, results="directory holding <dataset>/<model>/ results",
+                      out="output markdown file", figures="output directory for the comparison figures",
+                      curves="output TSV: every model's training curves")
 
     run = load_params(args.params).run
     results = read_results(args.results, run.datasets, run.models)

@@ -1,23 +1,18 @@
 """Stage split: stratified, seeded train / val / test row indices (params: split)."""
 
-import argparse
 import logging
-from pathlib import Path
 
 from pipeline.config import load_params
 from pipeline.data.parsed import load_parsed
 from pipeline.data.split import make_split, save_split
 from pipeline.runtime import run_stage
+from src import PARSED, stage_args
 
 log = logging.getLogger("split")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--parsed", required=True, type=Path, help="directory written by the parse stage")
-    parser.add_argument("--out", required=True, type=Path, help="directory for train/val/test .npy indices")
-    parser.add_argument("--params", default="params.yaml", help="params file")
-    args = parser.parse_args()
+    args = stage_args(__doc__, params=True, parsed=PARSED, out="directory for train/val/test .npy indices")
 
     config = load_params(args.params).split
     data = load_parsed(args.parsed)

@@ -1,8 +1,5 @@
 """Stage train: fit one model on one dataset (params: models.<model>, seed, device)."""
 
-import argparse
-from pathlib import Path
-
 from pipeline.config import load_params
 from pipeline.data.parsed import load_parsed
 from pipeline.data.split import load_split
@@ -14,19 +11,14 @@ from pipeline.models.checkpoint import save_model
 from pipeline.resume import Checkpointing, fingerprint, remove_checkpoint
 from pipeline.runtime import UserError, run_stage
 from pipeline.training import train
+from src import PARSED, SPLIT, stage_args
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", required=True, help="model name: a section under models: in params.yaml")
-    parser.add_argument("--parsed", required=True, type=Path, help="directory written by the parse stage")
-    parser.add_argument("--split", required=True, type=Path, help="directory written by the split stage")
-    parser.add_argument("--out", required=True, type=Path, help="file for the trained weights (.pt)")
-    parser.add_argument("--live", required=True, type=Path, help="directory for dvclive's training log")
-    parser.add_argument("--checkpoint", type=Path, help="last-state file to resume from (not a DVC output; "
-                        "removed when the stage completes)")
-    parser.add_argument("--params", default="params.yaml", help="params file")
-    args = parser.parse_args()
+    args = stage_args(__doc__, text=("model",), optional=("checkpoint",), params=True,
+                      model="model name: a section under models: in params.yaml", parsed=PARSED, split=SPLIT,
+                      out="file for the trained weights (.pt)", live="directory for dvclive's training log",
+                      checkpoint="last-state file to resume from (not a DVC output; removed when the stage completes)")
 
     params = load_params(args.params)
     if args.model not in params.models:
