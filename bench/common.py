@@ -87,3 +87,22 @@ def timed(fn: Callable[..., T], *args: Any) -> tuple[float, T]:
 def versions() -> str:
     """The torch build and its thread count: the first words of every script's output."""
     return f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def save_results(name: str, figures: dict[str, Any]) -> Path:
+    """Write one bench run's measured figures to bench/results/<name>.json (git-tracked), with the command
+    that reproduces them and the machine they ran on, so the docs' results page is generated from them."""
+    import json
+    import os
+    import platform
+
+    path = ROOT / "bench" / "results" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"command": f"python -m bench.{name}", "date": time.strftime("%Y-%m-%d"),
+              "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                          "torch": torch.__version__, "threads": torch.get_num_threads()},
+              "figures": figures}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return path
