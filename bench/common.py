@@ -4,6 +4,9 @@ the train stage's `train` sets it up, and the line of versions each script print
 
 from __future__ import annotations
 
+import json
+import os
+import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,10 +95,6 @@ def versions() -> str:
 def save_results(name: str, figures: dict[str, Any]) -> Path:
     """Write one bench run's measured figures to bench/results/<name>.json (git-tracked), with the command
     that reproduces them and the machine they ran on, so the docs' results page is generated from them."""
-    import json
-    import os
-    import platform
-
     path = ROOT / "bench" / "results" / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {"command": f"python -m bench.{name}", "date": time.strftime("%Y-%m-%d"),
