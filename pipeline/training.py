@@ -74,10 +74,11 @@ class TrainResult:
 
 def batch_bounds(rows: int, batch_size: int) -> list[tuple[int, int]]:
     """(start, stop) of each batch of an epoch over `rows` rows: `batch_size` rows each but the last,
-    except that a last batch of one row joins the one before. Batch norm cannot normalise a single image
-    in training mode (resnet's head would fail after a whole epoch), and the row still trains."""
+    except that a last batch of one row joins the one before (with batch_size > 1). Batch norm cannot
+    normalise a single image in training mode (resnet's head would fail after a whole epoch), and the row
+    still trains."""
     starts = list(range(0, rows, batch_size))
-    if len(starts) > 1 and rows - starts[-1] == 1:
+    if batch_size > 1 and len(starts) > 1 and rows - starts[-1] == 1:
         starts.pop()
     return list(zip(starts, [*starts[1:], rows]))
 
