@@ -129,7 +129,8 @@ def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, classes: 
         "num_images": len(labels),
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "f1_macro": float(np.mean(f1[present])) if present.any() else None,  # over the classes in the test set
-        "classes_absent_from_test": [name for name, here in zip(classes, present) if not here],
+        # a string, not a list: DVC's plot of this file takes its first list of records (the rotation curve)
+        "classes_absent_from_test": ", ".join(name for name, here in zip(classes, present) if not here),
         "rotation_accuracy": rotation_accuracy,  # for `dvc metrics diff`, which reads scalars
         "rotation": [{"degrees": degrees, "accuracy": accuracy}  # records: `dvc plots diff` draws the curve
                      for degrees, accuracy in outputs.rotation_accuracy.items()],
