@@ -114,9 +114,9 @@ def test_dvc_tools_render(repo: Path) -> None:
             assert metrics[str(path.relative_to(repo))]["data"] == json.loads(path.read_text()), path
         for curve in ("train/loss", "train/accuracy", "val/loss", "val/accuracy"):
             tsv = results / "train" / "plots" / "metrics" / f"{curve}.tsv"
-            rows = [line.split("\t") for line in tsv.read_text().splitlines()[1:]]
+            rows = [tuple(line.split("\t")[-2:]) for line in tsv.read_text().splitlines()[1:]]  # (step, value)
             drawn = plots[str(tsv.relative_to(repo))]
-            assert [(d["step"], d[curve.split("/")[1]]) for d in drawn] == [(step, value) for _, step, value in rows]
+            assert [(d["step"], d[curve.split("/")[1]]) for d in drawn] == rows, tsv
         confusion = json.loads((results / "confusion.json").read_text())
         assert sorted((d["actual"], d["predicted"]) for d in plots[f"{DATASET}/{model} test confusion"]) == sorted(
             (d["actual"], d["predicted"]) for d in confusion)
