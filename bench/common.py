@@ -119,7 +119,7 @@ def save_results(name: str, figures: dict[str, Any]) -> Path:
         command = f"{MIRROR_ENV}={shlex.quote(mirror)} {command}"
     record = {"command": command, "date": time.strftime("%Y-%m-%d"), "machine": machine(), "figures": figures}
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
     tmp.replace(path)
     print(f"figures saved to {path.relative_to(ROOT)}")
     return path
