@@ -66,9 +66,11 @@ class Shell:
         self.env.pop("MNIST_PIPELINE_MIRROR", None)  # only the line that names a mirror gets one
         self.home = home
 
-    def __call__(self, line: str, cwd: Path, timeout: float = 600) -> str:
+    def __call__(self, line: str, cwd: Path, timeout: float = 1200) -> str:
+        start = time.monotonic()
         done = subprocess.run(["bash", "-c", line], cwd=cwd, env=self.env, capture_output=True, text=True,
                               timeout=timeout)
+        print(f"{time.monotonic() - start:6.1f} s  {line}")  # shown when the test fails: where the time went
         assert done.returncode == 0, f"`{line}` failed in {cwd}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         return done.stdout + done.stderr
 
@@ -86,6 +88,8 @@ def wait_for_queue(shell: Shell, repo: Path, timeout: float = 600) -> None:
 
 
 @pytest.mark.e2e
+@pytest.mark.skipif(not os.environ.get("RUN_DOCS_COMMANDS"),
+                    reason="~20 dvc commands in a fresh clone: set RUN_DOCS_COMMANDS=1 to run them")
 def test_readme_commands_run_in_a_fresh_clone(tmp_path: Path) -> None:
     shell = Shell(tmp_path)
     origin, repo, remote = tmp_path / "origin.git", tmp_path / "work", tmp_path / "remote"
