@@ -74,7 +74,7 @@ class TrainConfig(Section):
     augment_shift: Annotated[int, Field(ge=0, le=8)] = 0  # max random translation of a train image, pixels per axis
     # Mirror train images left-right at random; auto: where the dataset states that a flip keeps the label
     # (pipeline.data.registry: Fashion-MNIST yes, digits no), resolved by for_dataset before training.
-    augment_flip: bool | Literal["auto"] = "auto"
+    augment_flip: Literal[True, False, "auto"] = "auto"
     # Exponential moving average of the weights (timm's ModelEmaV3): the decay per optimizer step, warmed
     # up as timm's use_warmup does; 0: off. The averaged weights are validated, selected and saved.
     ema: FractionOrZero = 0.0

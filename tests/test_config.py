@@ -67,6 +67,9 @@ INVALID = [  # (dotted key, value or DELETE, fragments the message must contain)
     ("device", "tpu", ["device", "'auto', 'cpu', 'cuda' or 'mps'", "'tpu'"]),
     ("models.resnet.precision", "fp16", ["models.resnet.precision", "'auto', 'fp32' or 'bf16'", "'fp16'"]),
     ("models.mlp.bf16", True, ["models.mlp.bf16", "unknown key", "precision"]),
+    ("models.mlp.ema", 1.0, ["models.mlp.ema", "less than 1"]),
+    ("models.lenet.augment_flip", "yes", ["models.lenet.augment_flip: must be True, False or 'auto'", "'yes'"]),
+    ("evaluate.tta", "mirror", ["evaluate.tta", "'none', 'flip', 'shifts' or 'both'", "'mirror'"]),
 ]
 
 
