@@ -47,7 +47,8 @@ def main() -> None:
         save_model(args.out, model, meta={
             "model": args.model, "arch": dict(config.arch), "dataset": data.name, "classes": data.classes,
             "image_shape": list(data.image_shape), "normalization": norm.to_dict(),
-            "precision": config.precision, "augment_flip": config.augment_flip, "ema": config.ema,
+            "precision": config.precision, "augment_flip": config.augment_flip,
+            "augment_shift": config.augment_shift, "ema": config.ema,
         })
     if args.checkpoint:
         remove_checkpoint(args.checkpoint)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.data.parsed import ParsedDataset
-from pipeline.evaluation import averaged_logits, evaluate, first_conv_filters, tta_views
+from pipeline.evaluation import averaged_logits, evaluate, first_conv_filters, trained_transforms, tta_views
 from pipeline.inference import Normalization, predict
 from pipeline.metrics import confusion_matrix, confusion_records, evenly_spaced
 from pipeline.models import create_model
@@ -111,13 +111,25 @@ def test_rotation_is_applied(lenet: torch.nn.Module, synthetic: ParsedDataset) -
     assert rotated["accuracy"] != pytest.approx(original["accuracy"])  # the turned set alone is another set
 
 
-@pytest.mark.parametrize(("asked", "keeps_label", "views"), [
-    ("none", ("flip", "shift"), ()), ("both", ("flip", "shift"), ("flip", "shift")),
-    ("both", ("shift",), ("shift",)), ("flip", ("shift",), ()), ("shifts", ("flip", "shift"), ("shift",)),
-    ("both", (), ())])
-def test_tta_views_follow_the_dataset(asked: str, keeps_label: tuple, views: tuple) -> None:
-    """evaluate.tta asks; only what keeps the dataset's labels is averaged (digits: never a flip)."""
-    assert tta_views(asked, keeps_label) == views
+BOTH = ("flip", "shift")
+
+
+@pytest.mark.parametrize(("asked", "keeps_label", "trained_with", "views"), [
+    ("none", BOTH, BOTH, ()), ("both", BOTH, BOTH, BOTH), ("both", ("shift",), BOTH, ("shift",)),
+    ("flip", ("shift",), BOTH, ()), ("shifts", BOTH, BOTH, ("shift",)), ("both", (), BOTH, ()),
+    ("both", BOTH, ("flip",), ("flip",)), ("both", BOTH, (), ()), ("shifts", BOTH, ("flip",), ())])
+def test_tta_views_follow_the_dataset_and_the_training(asked: str, keeps_label: tuple, trained_with: tuple,
+                                                        views: tuple) -> None:
+    """evaluate.tta asks; only what keeps the dataset's labels (digits: never a flip) and what the model
+    trained with is averaged."""
+    assert tta_views(asked, keeps_label, trained_with) == views
+
+
+def test_trained_transforms_from_the_saved_metadata() -> None:
+    assert trained_transforms({"augment_flip": True, "augment_shift": 2}) == BOTH
+    assert trained_transforms({"augment_flip": False, "augment_shift": 1}) == ("shift",)
+    assert trained_transforms({"augment_flip": True, "augment_shift": 0}) == ("flip",)
+    assert trained_transforms({}) == ()  # weights saved before the train stage recorded them
 
 
 def test_averaged_logits_weigh_views_as_airbench(lenet: torch.nn.Module, synthetic: ParsedDataset) -> None:

@@ -20,7 +20,8 @@ from pipeline import resume, training
 
 CPU = torch.device("cpu")
 CONFIG = TrainConfig(steps=50, batch_size=16, optimizer="sgd", lr=0.05, momentum=0.9, schedule="onecycle",
-                     augment_flip=False, grad_clip=1.0, label_smoothing=0.1, arch={"hidden": [32], "dropout": 0.2})  # 23 steps/epoch
+                     augment_flip=False, grad_clip=1.0, label_smoothing=0.1,
+                     arch={"hidden": [32], "dropout": 0.2})  # 23 steps/epoch
 
 
 # A resnet with batch norm and dropout, its weights averaged (ema): the average and the BatchNorm
