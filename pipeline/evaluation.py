@@ -164,7 +164,9 @@ def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, classes: 
         "throughput_images_per_s": round(outputs.throughput, 1),  # machine-dependent, unlike the rest
     }
     details = {
-        "tta": list(tta),  # the views averaged for accuracy, loss and ece: [] (none), flip, shift
+        # The views averaged for accuracy, loss and ece: "none", "flip", "shift" or "flip+shift". A string, not
+        # a list: DVC's plots read this file's one list of records ("rotation"), and a second list breaks them.
+        "tta": "+".join(tta) or "none",
         "accuracy_without_tta": outputs.plain_accuracy,
         "num_images": len(labels),
         "num_parameters": sum(p.numel() for p in model.parameters()),

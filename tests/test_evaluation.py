@@ -166,7 +166,7 @@ def test_tta_in_details_and_rotations_stay_plain(lenet: torch.nn.Module, synthet
     averaged, details, outputs = evaluate(
         lenet, synthetic.images, synthetic.labels, synthetic.classes, norm=Normalization.fit(synthetic.images),
         batch_size=64, device=CPU, rotations=[0, 45], bins=10, confusions=4, tta=("flip", "shift"))
-    assert plain_details["tta"] == [] and details["tta"] == ["flip", "shift"]
+    assert plain_details["tta"] == "none" and details["tta"] == "flip+shift"
     assert details["accuracy_without_tta"] == plain["accuracy"] == plain_details["accuracy_without_tta"]
     assert details["rotation_accuracy"] == plain_details["rotation_accuracy"]
     assert averaged["accuracy"] == pytest.approx(np.mean(outputs.predictions == synthetic.labels))
