@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -151,3 +152,68 @@ def test_image_files_searches_folders_for_images_and_keeps_named_files(tmp_path:
         (tmp_path / name).write_bytes(b"")
     assert image_files([tmp_path / "a", tmp_path / "b.dat"]) == [tmp_path / "a/1.jpg", tmp_path / "a/2.PNG",
                                                                   tmp_path / "b.dat"]
+
+
+# ---------------------------------------------------------------- user folders with conversion options
+
+def write_photo_folder(root: Path) -> None:
+    """Two classes of mixed images: RGB JPEGs of dark strokes on white, of two sizes, and a grayscale PNG."""
+    for label, width in (("bar", 4), ("block", 12)):
+        (root / label).mkdir(parents=True)
+        stroke = np.zeros((28, 28), np.uint8)
+        stroke[6:22, 14 - width // 2:14 + width // 2] = 255
+        Image.fromarray(255 - stroke).convert("RGB").resize((56, 56)).save(root / label / "photo.jpg", quality=95)
+        Image.fromarray(255 - stroke).convert("RGB").resize((40, 30)).save(root / label / "wide.jpg", quality=95)
+        Image.fromarray(stroke).save(root / label / "scan.png")
+
+
+def test_converted_folder_through_the_stages(tmp_path: Path) -> None:
+    """folder (with image_conversion options) -> download -> parse: color, mixed-size images converted the way
+    predict converts them, and what was done recorded in the parsed meta.json; without options, refused."""
+    from conftest import committed_params_dict, dump_params, one_error, run_module
+    from pipeline.io import read_json
+
+    write_photo_folder(tmp_path / "mine")
+    params = committed_params_dict()
+    params["image_folders"] = {"mine": str(tmp_path / "mine")}
+    params["image_conversion"] = {"mine": {"size": 28, "invert": "auto"}}
+    dump_params(params, tmp_path / "params.yaml")
+    done = run_module("src.folder", "--name", "mine", "--source", tmp_path / "mine", "--out", tmp_path / "folders/mine",
+                      "--params", tmp_path / "params.yaml")
+    assert done.returncode == 0, done.stderr
+    assert run_module("src.download", "--dataset", "mine", "--folders", tmp_path / "folders",
+                      "--out", tmp_path / "raw").returncode == 0
+    done = run_module("src.parse", "--dataset", "mine", "--raw", tmp_path / "raw", "--out", tmp_path / "parsed")
+    assert done.returncode == 0, done.stderr
+    meta = read_json(tmp_path / "parsed" / "meta.json")
+    assert meta["classes"] == ["bar", "block"] and meta["image_size"] == [28, 28] and meta["num_images"] == 6
+    assert meta["conversion"] == {"size": [28, 28], "invert": "auto", "images": 6,
+                                  "steps": {"grayscale": 4, "inverted": 4, "padded": 2, "resized": 4},
+                                  "inverted": ["bar/photo.jpg", "bar/wide.jpg", "block/photo.jpg", "block/wide.jpg"]}
+    images = np.load(tmp_path / "parsed" / "images.npy")
+    assert all(border_median(image) == 0 for image in images)  # every image light on dark, as MNIST is
+
+    # The short form: the same folder without options is held to 8-bit grayscale of one size, as before.
+    done = run_module("src.folder", "--name", "mine", "--source", tmp_path / "mine", "--out", tmp_path / "strict/mine")
+    assert done.returncode == 0 and not (tmp_path / "strict/mine/conversion.json").exists()
+    assert run_module("src.download", "--dataset", "mine", "--folders", tmp_path / "strict",
+                      "--out", tmp_path / "raw2").returncode == 0
+    done = run_module("src.parse", "--dataset", "mine", "--raw", tmp_path / "raw2", "--out", tmp_path / "parsed2")
+    one_error(done.returncode, done.stderr, "photo.jpg: image mode RGB, expected 8-bit grayscale", "image_conversion")
+
+
+@pytest.mark.parametrize(("conversion", "reason"), [
+    ({"other": {"size": 28}}, "image_conversion.other: no image_folders entry of that name"),
+    ({"mine": {"invert": "yes"}}, "image_conversion.mine.invert: must be auto, true or false (got 'yes')"),
+    ({"mine": {"size": [28]}}, "image_conversion.mine.size: must be a positive side in pixels, or [height, width]"),
+    ({"mine": {"sise": 28}}, "image_conversion.mine.sise: unknown key; valid keys: size, invert"),
+])
+def test_conversion_params_are_checked(conversion: dict, reason: str, tmp_path: Path) -> None:
+    from conftest import committed_params_dict, dump_params
+    from pipeline.config import load_params
+    from pipeline.runtime import UserError
+
+    params = committed_params_dict()
+    params["image_folders"], params["image_conversion"] = {"mine": "/data/mine"}, conversion
+    with pytest.raises(UserError, match=re.escape(reason)):
+        load_params(dump_params(params, tmp_path / "params.yaml"))

@@ -64,9 +64,9 @@ class Converted:
         return "; ".join(map(str, self.steps)) or "as is"
 
 
-def open_image(source: bytes | Path, name: str) -> tuple[Image.Image, bool]:
-    """Decode `source` fully (the first frame of an animation), turned upright by its EXIF orientation;
-    returns (image, whether it was turned). Refuses what Pillow flags as a decompression bomb (more
+def open_image(source: bytes | Path, name: str, upright: bool = True) -> tuple[Image.Image, bool]:
+    """Decode `source` fully (the first frame of an animation), turned upright by its EXIF orientation
+    unless `upright` is False; returns (image, whether it was turned). Refuses what Pillow flags as a decompression bomb (more
     pixels than Image.MAX_IMAGE_PIXELS) before decoding; BadImage names the file and the reason."""
     from PIL import Image, ImageOps  # imported here: the data stages of built-in datasets never need Pillow
 
@@ -76,7 +76,7 @@ def open_image(source: bytes | Path, name: str) -> tuple[Image.Image, bool]:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
                 image.load()
-                if _exif_rotation(image):
+                if upright and _exif_rotation(image):
                     return ImageOps.exif_transpose(image), True
                 return image.copy(), False
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
