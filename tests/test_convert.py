@@ -62,6 +62,14 @@ def test_aspect_ratio_is_kept_and_the_rest_is_background() -> None:
     assert rows.min() >= 9 and rows.max() <= 18  # 9 rows of image centred in 28, black above and below
 
 
+def test_grey_paper_gets_a_black_background() -> None:
+    """Photographed paper is grey: after inversion its background is stretched to black, white kept."""
+    paper = np.where(digit() > 0, 40, 200).astype(np.uint8)  # dark-grey strokes on light-grey paper
+    converted = convert_image(encode(Image.fromarray(paper), "PNG"), "grey.png", Conversion(SIZE))
+    assert kinds(converted) == ["inverted", "levels"] and "background 55 set to black" in converted.describe()
+    np.testing.assert_array_equal(converted.image, np.where(digit() > 0, 204, 0))  # (215 - 55) * 255 / 200
+
+
 @pytest.mark.parametrize(("invert", "flipped"), [("auto", False), ("true", True), ("false", False)])
 def test_polarity_of_a_dark_background_image(invert: str, flipped: bool) -> None:
     converted = convert_image(encode(Image.fromarray(digit()), "PNG"), "d.png", Conversion(SIZE, invert))

@@ -4,7 +4,7 @@ One conversion serves `python -m src.predict` and user image folders given conve
 (params.yaml image_conversion): any format Pillow reads (PNG, JPEG, BMP, TIFF, WebP, GIF...), any size,
 color or grayscale, with or without alpha, either polarity -> uint8 (H, W) grayscale with light strokes
 on a dark background, the aspect ratio kept and the rest padded with the background. Steps, in order:
-EXIF orientation, grayscale (alpha flattened), polarity, resize, pad. NumPy and Pillow only: predict
+EXIF orientation, grayscale (alpha flattened), polarity, levels (background to black), resize, pad. NumPy and Pillow only: predict
 with an .onnx model runs without torch.
 """
 
@@ -48,7 +48,7 @@ class Conversion:
 
 
 class Step(NamedTuple):
-    kind: str  # exif | grayscale | alpha | inverted | resized | padded
+    kind: str  # exif | grayscale | alpha | inverted | levels | resized | padded
     detail: str
 
     def __str__(self) -> str:
@@ -151,6 +151,16 @@ def polarity(image: np.ndarray, invert: Invert) -> tuple[np.ndarray, list[Step]]
     return 255 - image, [Step("inverted", f"inverted (light background: border median {background})")]
 
 
+def levels(image: np.ndarray) -> tuple[np.ndarray, list[Step]]:
+    """Stretch the pixel values so the background (the border median) is black and white stays white, as
+    in MNIST, whose background is 0: photographed paper is grey, not white. A no-op on dataset images."""
+    background = border_median(image)
+    if background == 0 or background == 255:  # already black; or nothing but background
+        return image, []
+    stretched = (image.astype(np.float64) - background) * (255 / (255 - background))
+    return _to_uint8(stretched), [Step("levels", f"background {background} set to black")]
+
+
 def fit(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, list[Step]]:
     """Resize uint8 (h, w) to fit inside (H, W) with its aspect ratio kept, then pad it with its own
     background (the border median) to exactly (H, W), centred."""
@@ -183,8 +193,9 @@ def convert_image(source: bytes | Path, name: str, conversion: Conversion) -> Co
     except BadImage as err:
         raise BadImage(f"{name}: {err}") from None
     pixels, invert_steps = polarity(pixels, conversion.invert)
+    pixels, level_steps = levels(pixels)
     pixels, fit_steps = fit(pixels, conversion.size)
-    return Converted(pixels, tuple(steps + gray_steps + invert_steps + fit_steps))
+    return Converted(pixels, tuple(steps + gray_steps + invert_steps + level_steps + fit_steps))
 
 
 def summarize(names: list[str], converted: list[Converted], conversion: Conversion) -> dict[str, object]:
