@@ -41,13 +41,17 @@ def test_fetch_a_model_by_name_into_an_empty_folder_and_predict(tiny_trained_rep
     shutil.copytree(tiny_trained_repo, project, symlinks=True)
     dvc("remote", "add", "-d", "storage", str(remote), cwd=project)  # in .dvc/config: committed, so clones see it
     git_commit(project, "DVC remote")
+    # Registering a version is a git tag <name>@v<semver> (what `gto register` writes): `dvc artifacts get`
+    # fetches the newest registered version, and finds nothing without one.
+    name, weights = f"{DATASET}-mlp", project / f"models/{DATASET}/mlp.pt"
+    run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "tag", "-a", f"{name}@v1.0.0", "-m",
+         "first registered version"], project)
     run(["git", "remote", "add", "origin", str(origin)], project)
-    run(["git", "push", "-q", "origin", "main"], project)
+    run(["git", "push", "-q", "--follow-tags", "origin", "main"], project)
     dvc("push", cwd=project)
 
     elsewhere = tmp_path / "elsewhere"  # outside the clone, not a git or DVC repository
     elsewhere.mkdir()
-    name, weights = f"{DATASET}-mlp", project / f"models/{DATASET}/mlp.pt"
     dvc("artifacts", "get", str(origin), name, cwd=elsewhere)
     dvc("get", str(origin), f"models/{DATASET}/mlp.pt", "-o", "by-path.pt", cwd=elsewhere)
     assert sorted(p.name for p in elsewhere.iterdir()) == ["by-path.pt", "mlp.pt"]
