@@ -129,3 +129,17 @@ def test_bad_input_is_one_error_line(case: str, fragments: list[str], mnist5k_le
     code, out, err = predict("--weights", *args)
     one_error(code, err, *fragments)
     assert out == ""
+
+
+def test_invert_forces_the_polarity(mnist5k_lenet: Path, tmp_path: Path) -> None:
+    paper = np.full((28, 28), 255, np.uint8)
+    paper[6:22, 12:16] = 0  # a dark bar on white: `auto` would invert it
+    Image.fromarray(paper).save(tmp_path / "paper.png")
+    steps = {}
+    for invert in ("auto", "true", "false"):
+        code, out, err = predict("--weights", mnist5k_lenet / "lenet.pt", tmp_path / "paper.png", "--format", "json",
+                                 "--invert", invert)
+        assert code == 0, err
+        steps[invert] = json.loads(out)[0]["conversion"]
+    assert steps == {"auto": ["inverted (light background: border median 255)"],
+                     "true": ["inverted (invert: true)"], "false": []}
