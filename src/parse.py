@@ -23,8 +23,9 @@ def main() -> None:
     else:
         keeps_label = load_params(args.params).image_folder_keeps_label.get(args.dataset, FOLDER_KEEPS_LABEL)
         spec = folder_dataset(args.dataset, tuple(keeps_label))
-    images, labels, official, classes = READERS[spec.format](spec, args.raw)
-    save_parsed(ParsedDataset(spec.name, images, labels, list(classes), official, spec.keeps_label), args.out)
+    images, labels, official, classes, conversion = READERS[spec.format](spec, args.raw)
+    save_parsed(ParsedDataset(spec.name, images, labels, list(classes), official, conversion, spec.keeps_label),
+                args.out)
     log.info("%s: %d images of %dx%d, %d classes, official %s", spec.name, len(labels), *images.shape[1:],
              len(classes), official or "none")
 
