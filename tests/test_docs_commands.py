@@ -27,6 +27,8 @@ README = REPO_ROOT / "README.md"
 BASH = re.compile(r"^```bash[ \t]*\n(.*?)^```", re.M | re.S)
 SKIP = {  # line (comment stripped) -> why it is not run here
     "make test": "it runs this test suite, which is running now",
+    "dvc artifacts get <git URL of this repository> mnist-5k-lenet":
+        "needs a pushed registered lenet; tests/test_registry.py runs `dvc artifacts get` against a remote",
 }
 # Tiny versions of each model: small enough that every dvc command below trains in seconds.
 TINY_ARCH = {"mlp": {"hidden": [32]}, "lenet": {"channels": [2, 4], "hidden": [16]},
@@ -38,6 +40,7 @@ def commands(page: Path) -> list[str]:
     """Every command line of the page's ```bash blocks, its trailing comment removed, in order."""
     lines = []
     for block in BASH.findall(page.read_text()):
+        block = re.sub(r"\s*\\\n\s*", " ", block)  # a line ending in \\ continues on the next
         for line in block.splitlines():
             line = re.sub(r"\s+#\s.*$", "", line).strip()
             if line and not line.startswith("#"):
@@ -55,6 +58,19 @@ def tiny_params() -> dict:
     return params
 
 
+def write_images(repo: Path) -> None:
+    """`photo.jpg` and `photos/` (two PNGs) for the README's predict line: a bright stroke on a dark ground,
+    in colour and another size than the training images, as a user's photos are."""
+    from PIL import Image, ImageDraw
+
+    (repo / "photos").mkdir()
+    for path, size in ((repo / "photo.jpg", 64), (repo / "photos" / "a.png", 40), (repo / "photos" / "b.png", 28)):
+        image = Image.new("RGB", (size, size), (20, 20, 30))
+        ImageDraw.Draw(image).line([(size // 2, size // 5), (size // 2, 4 * size // 5)], fill=(240, 240, 240),
+                                   width=max(2, size // 8))
+        image.save(path)
+
+
 class Shell:
     """Runs command lines with the test's Python first on PATH, as a user with .venv activated."""
 
@@ -63,7 +79,8 @@ class Shell:
         self.env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}",
                     "GIT_AUTHOR_NAME": "docs", "GIT_AUTHOR_EMAIL": "docs@example.com",
                     "GIT_COMMITTER_NAME": "docs", "GIT_COMMITTER_EMAIL": "docs@example.com"}
-        self.env.pop("MNIST_PIPELINE_MIRROR", None)  # only the line that names a mirror gets one
+        if SHARED_DATASETS.is_dir():  # the real-data mirror stands in for the network the README assumes
+            self.env["MNIST_PIPELINE_MIRROR"] = str(SHARED_DATASETS)
         self.home = home
 
     def __call__(self, line: str, cwd: Path, timeout: float = 1200) -> str:
@@ -99,8 +116,10 @@ def test_readme_commands_run_in_a_fresh_clone(tmp_path: Path) -> None:
     shell(f"git clone -q {origin} {repo}", tmp_path)
     # The commit under test becomes the clone's main, pushed to origin as main (README compares with main).
     shell(f"git checkout -q -B main origin/{branch} && git push -q -u origin main", repo)
+    shell("git symbolic-ref HEAD refs/heads/main", origin)  # what a teammate's clone checks out
     (repo / ".venv").symlink_to(Path(sys.executable).parents[1])  # the test's environment, never rebuilt
     dump_params(tiny_params(), repo / "params.yaml")
+    write_images(repo)
     shell("dvc config --local core.analytics false && git commit -qam 'tiny params'", repo)
 
     replace = {"/path/to/mirror": str(SHARED_DATASETS), "/mnt/team/dvc/mnist": str(remote), "<url>": str(origin),
@@ -120,7 +139,7 @@ def test_readme_commands_run_in_a_fresh_clone(tmp_path: Path) -> None:
             assert names, "no experiment to apply"
             command = command.replace("<name>", names[-1])
         if command.startswith("git push"):  # the README's "then commit": the pushed commit holds the run
-            shell("git add -A && git commit -qm 'results' || true", repo)
+            shell("git add -A && (git diff --cached --quiet || git commit -qm 'results')", repo)
         cwd = tmp_path if command.startswith("git clone") else repo
         output = shell(command, cwd)
         ran.append(line)
