@@ -27,7 +27,7 @@ README = REPO_ROOT / "README.md"
 BASH = re.compile(r"^```bash[ \t]*\n(.*?)^```", re.M | re.S)
 SKIP = {  # line (comment stripped) -> why it is not run here
     "make test": "it runs this test suite, which is running now",
-    "dvc artifacts get <git URL of this repository> mnist-5k-lenet":
+    "dvc artifacts get <url> mnist-5k-lenet":
         "needs a pushed registered lenet; tests/test_registry.py runs `dvc artifacts get` against a remote",
 }
 # Tiny versions of each model: small enough that every dvc command below trains in seconds.
