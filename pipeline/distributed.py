@@ -219,10 +219,9 @@ def _info(failure: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------- a worker
 
 def quiet_worker() -> None:
-    """Silence a worker's logging and warnings until it is known to be the writer (joined): the launcher
-    has already said what every worker would say while it reads its inputs."""
+    """Silence a worker's logging until it is known to be the writer (joined): the launcher has already
+    said what every worker would say while it reads its inputs."""
     logging.getLogger().setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore")
 
 
 @contextmanager
@@ -251,7 +250,8 @@ def joined(world_size: int, device: torch.device, timeout_s: float) -> Iterator[
         world = _elect_writer(world)
         if world.writer:  # the others stay quiet unless they fail (quiet_worker)
             logging.getLogger().setLevel(logging.INFO)
-            warnings.resetwarnings()
+        else:
+            warnings.filterwarnings("ignore")
         yield world
         dist.destroy_process_group()
     except BaseException as err:  # noqa: BLE001 (every failure of a worker becomes its error record)
