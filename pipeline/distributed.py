@@ -97,6 +97,16 @@ class World:
         dist.all_gather_object(gathered, obj)
         return gathered
 
+    def same_run(self, digest: str) -> None:
+        """Refuse to train unless every rank holds the same run: `digest` (pipeline.resume.fingerprint: params
+        section, seed, data and split) alike on all. Machines started by hand may hold other data or settings."""
+        digests = self.gather(digest)
+        if digests and len(set(digests)) > 1:
+            other = next(rank for rank, seen in enumerate(digests) if seen != digests[self.writer_rank])
+            raise UserError(f"rank {other} trains other data or settings than rank {self.writer_rank} (another "
+                            "params.yaml, seed, dataset or split); run every machine at the same commit with the "
+                            "same data (git pull, dvc pull)")
+
     def from_writer(self, obj: Any) -> Any:
         """The writer's `obj` on every rank (the writer alone reads the checkpoint: only its machine has it)."""
         if self.size == 1:

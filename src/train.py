@@ -64,10 +64,11 @@ def fit(args: argparse.Namespace, params: Params, config: TrainConfig, data: Par
     seed_everything(params.seed)  # before building: weight init is part of the run (alike on every rank)
     model = create_model(args.model, data.image_shape, len(data.classes), **config.arch)
     world.reseed(params.seed)
-    checkpoint = args.checkpoint and Checkpointing(args.checkpoint, fingerprint(
-        args.model, config, params.seed, {"images": data.images, "labels": data.labels, **split}, world.size),
-        params.checkpoint_every_s)
-    if not world.writer:  # trains and writes nothing: the writer keeps the dvclive log and the weights
+    digest = fingerprint(args.model, config, params.seed, {"images": data.images, "labels": data.labels, **split},
+                         world.size)
+    world.same_run(digest)
+    checkpoint = args.checkpoint and Checkpointing(args.checkpoint, digest, params.checkpoint_every_s)
+    if not world.writer:  # trains its share and writes nothing: the writer keeps the dvclive log and the weights
         train(model, data.images, data.labels, split, config, norm=norm, device=device, seed=params.seed,
               live_dir="", checkpoint=checkpoint, world=world)
         return
