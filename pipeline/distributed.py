@@ -238,7 +238,8 @@ def quiet_worker() -> None:
 def joined(world_size: int, device: torch.device, timeout_s: float) -> Iterator[World]:
     """This worker in the process group for the block (SINGLE, touching nothing, at `world_size` 1).
 
-    On CPU each worker takes cores // local world size threads. A failure inside the block is recorded in
+    On CPU each worker takes OMP_NUM_THREADS threads if set (the launcher sets cores // nproc_per_node, plain
+    torchrun 1), else cores // local world size. A failure inside the block is recorded in
     torchrun's error file (for the launcher's one line) and ends the worker with status 2 (a user's
     mistake) or 1, without printing: the launcher speaks for all ranks."""
     if world_size == 1:
@@ -252,7 +253,7 @@ def joined(world_size: int, device: torch.device, timeout_s: float) -> Iterator[
         if started != world_size:
             raise UserError(f"distributed: torchrun started {started} processes but params.yaml asks for "
                             f"{world_size} (nproc_per_node x nnodes); start as many, or let the stage start them")
-        if device.type == "cpu":
+        if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:  # else torch took that number
             torch.set_num_threads(max(1, cpu_cores() // world.local_size))
         backend = "nccl" if device.type == "cuda" else "gloo"
         world.device(device)
