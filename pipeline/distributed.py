@@ -205,7 +205,9 @@ def _failure_line(err: Any, world_size: int) -> str:
     def key(item: tuple[int, Any]) -> tuple[bool, float, int]:
         rank, failure = item
         info = _info(failure)
-        return bool(info.get("peer")), float(info.get("time", failure.timestamp)), rank
+        # SIGTERM without an error file: the agent stopping a worker after another failed
+        consequence = bool(info.get("peer")) if info else failure.exitcode == -signal.SIGTERM
+        return consequence, float(info.get("time", failure.timestamp)), rank
 
     rank, failure = min(err.failures.items(), key=key)
     info = _info(failure)
