@@ -7,7 +7,6 @@ running (its own pids: the stage and the workers it started, found while they ra
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import signal
@@ -24,15 +23,15 @@ import numpy as np
 import psutil
 import pytest
 import torch
+from ruamel.yaml import YAML
 
 from pipeline import distributed
-from pipeline.data.parsed import ParsedDataset, save_parsed
+from pipeline.data.parsed import ParsedDataset
 from pipeline.data.split import save_split
 from pipeline.distributed import World
 from pipeline.inference import Normalization, predict
 from pipeline.models.checkpoint import load_model
-from pipeline.runtime import run_stage
-from conftest import REPO_ROOT, dump_params, one_error
+from conftest import REPO_ROOT, call_stage, dump_params, one_error, set_keys
 
 STAGE_TIMEOUT_S = 600  # a stage run that takes longer is killed (with its workers) and the test fails
 # sitecustomize for the stage processes: records, per process, every file it opens for writing, creates,
@@ -60,50 +59,26 @@ sys.addaudithook(hook)
 # ---------------------------------------------------------------- helpers
 
 @pytest.fixture
-def stage(tmp_path: Path, synthetic: ParsedDataset, synthetic_split: dict[str, np.ndarray],
-          params: dict[str, Any]) -> Path:
-    """tmp_path with parsed/, split/ (the synthetic set: 360 training images) and params: cpu, fp32."""
-    save_parsed(synthetic, tmp_path / "parsed")
-    save_split(synthetic_split, tmp_path / "split")
-    params["device"] = "cpu"
+def stage(stage_dir: Path) -> Path:
+    """stage_dir (the synthetic set: 360 training images) with a checkpoint after every epoch, fp32 everywhere
+    (bf16, `auto` on some CPUs, rounds too coarsely to compare runs)."""
+    params = YAML(typ="safe").load((stage_dir / "params.yaml").read_text())
     params["checkpoint_every_s"] = 0.0
     for section in params["models"].values():
-        section["precision"] = "fp32"  # bf16 (auto on some CPUs) rounds too coarsely to compare runs
-    dump_params(params, tmp_path / "params.yaml")
-    return tmp_path
+        section["precision"] = "fp32"
+    dump_params(params, stage_dir / "params.yaml")
+    return stage_dir
 
 
 def with_params(d: Path, name: str, **changes: Any) -> Path:
     """d/params.yaml with dotted keys changed ('models.mlp.lr': ...), written to d/<name>."""
-    from ruamel.yaml import YAML
-
-    params = YAML(typ="safe").load((d / "params.yaml").read_text())
-    for dotted, value in changes.items():
-        node = params
-        *parents, last = dotted.split(".")
-        for part in parents:
-            node = node[part]
-        node[last] = value
-    return dump_params(params, d / name)
+    return dump_params(set_keys(YAML(typ="safe").load((d / "params.yaml").read_text()), changes), d / name)
 
 
 def train_args(d: Path, params: Path, out: str, model: str = "mlp") -> list[str]:
     return ["--model", model, "--parsed", str(d / "parsed"), "--split", str(d / "split"),
             "--out", str(d / out / f"{model}.pt"), "--live", str(d / out / "train"),
             "--checkpoint", str(d / out / "last.pt"), "--params", str(params)]
-
-
-def call_stage(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """`python -m src.train args` in this process, through run_stage(): (exit status, stderr)."""
-    module = importlib.import_module("src.train")
-    monkeypatch.setattr(sys, "argv", ["train", *args])
-    capsys.readouterr()
-    try:
-        run_stage(module.main)
-        code = 0
-    except SystemExit as stop:
-        code = stop.code
-    return code, capsys.readouterr().err
 
 
 def descendants(pid: int) -> list[psutil.Process]:
@@ -210,7 +185,7 @@ def test_one_process_takes_the_single_process_path(stage: Path, monkeypatch: pyt
     monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", forbidden)
     monkeypatch.delenv("RANK", raising=False)
     params = with_params(stage, "one.yaml", **{"models.mlp.epochs": 1})
-    code, err = call_stage(train_args(stage, params, "one"), monkeypatch, capsys)
+    code, err = call_stage("train", *train_args(stage, params, "one"), capsys=capsys, monkeypatch=monkeypatch)
     assert code == 0, err
     assert not torch.distributed.is_initialized()
     assert (stage / "one" / "mlp.pt").exists() and (stage / "one" / "train" / "metrics.json").exists()
@@ -226,7 +201,8 @@ def test_refused_before_any_worker_starts(stage: Path, monkeypatch: pytest.Monke
                                           capsys: pytest.CaptureFixture[str], changes: dict, fragments: list[str]) -> None:
     monkeypatch.setattr(distributed, "launch", lambda *a, **k: pytest.fail("workers started"))
     params = with_params(stage, "bad.yaml", **{"models.mlp.batch_size": 32, **changes})
-    one_error(*call_stage(train_args(stage, params, "bad"), monkeypatch, capsys), *fragments)
+    one_error(*call_stage("train", *train_args(stage, params, "bad"), capsys=capsys, monkeypatch=monkeypatch),
+              *fragments)
     assert not (stage / "bad").exists()
 
 
