@@ -173,6 +173,7 @@ def launch(command: Sequence[str], *, nproc_per_node: int, nnodes: int, rdzv_end
     meet). Several: a c10d rendezvous at `rdzv_endpoint` with id `run_id`, where the other machines' agents
     (started by hand or by a scheduler) join. A failure becomes one UserError line naming the rank."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous import RendezvousError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     standalone = nnodes == 1
@@ -194,7 +195,7 @@ def launch(command: Sequence[str], *, nproc_per_node: int, nnodes: int, rdzv_end
         elastic_launch(config, command[0])(*command[1:])
     except ChildFailedError as err:
         raise UserError(_failure_line(err, nproc_per_node * nnodes)) from None
-    except Exception as err:  # the rendezvous: no peers within the timeout, an endpoint in use  # noqa: BLE001
+    except RendezvousError as err:  # no peers within the timeout, an endpoint that cannot be reached
         raise UserError(f"distributed: the workers could not meet at the rendezvous ({brief(err, 160)}); "
                         "check distributed.rdzv_endpoint and that every machine started") from None
 
