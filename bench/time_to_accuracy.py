@@ -68,7 +68,7 @@ class NotebookFashionMNIST(Dataset):
 def load_fashion_mnist(tmp: Path) -> tuple[np.ndarray, np.ndarray, dict[str, tuple[int, int]]]:
     spec = get_dataset("fashion-mnist")
     download(spec, tmp / "raw")
-    images, labels, official, _ = READERS[spec.format](spec, tmp / "raw")
+    images, labels, official, *_ = READERS[spec.format](spec, tmp / "raw")
     return images, labels, official
 
 

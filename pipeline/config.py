@@ -50,6 +50,34 @@ def _check_image_folders(folders: dict[str, str]) -> dict[str, str]:
     return folders
 
 
+class ConversionConfig(Section):
+    """image_conversion.<name>: the user folder <name> holds images of any format, size, color and polarity,
+    each converted as predict converts its input (pipeline/data/convert.py)."""
+
+    size: PositiveInt | Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] = 28  # side or [H, W]
+    invert: Literal["auto"] | bool = "auto"  # auto: invert images whose border is light; true / false: always / never
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size(cls, size: Any) -> Any:
+        sides = size if isinstance(size, list) else [size]
+        if len(sides) != (2 if isinstance(size, list) else 1) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sides):
+            raise ValueError(f"must be a positive side in pixels, or [height, width] (got {size!r})")
+        return size
+
+    @field_validator("invert", mode="before")
+    @classmethod
+    def _invert(cls, invert: Any) -> Any:
+        if invert not in ("auto", True, False) or isinstance(invert, int) and not isinstance(invert, bool):
+            raise ValueError(f"must be auto, true or false (got {invert!r})")
+        return invert
+
+    def options(self) -> dict[str, object]:
+        """As pipeline.data.convert.Conversion takes them: size [H, W], invert auto | true | false."""
+        size = [self.size, self.size] if isinstance(self.size, int) else list(self.size)
+        return {"size": size, "invert": "auto" if self.invert == "auto" else ("true" if self.invert else "false")}
+
+
 class TrainConfig(Section):
     """One model's section: how to train it, plus `arch`, which goes to the model's constructor."""
 
@@ -64,8 +92,9 @@ class TrainConfig(Section):
     schedule: Literal["constant", "cosine", "onecycle"] = "constant"  # lr over the optimizer steps
     grad_clip: PositiveFloat | None = None  # max global L2 norm of the gradients; null: off
     label_smoothing: FractionOrZero = 0.0  # of the training loss (validation stays plain)
-    # auto: bfloat16 autocast where the device runs bf16 natively (pipeline.device.native_bf16), else fp32
-    precision: Literal["auto", "fp32", "bf16"] = "fp32"
+    # auto: bfloat16 autocast where the device runs bf16 natively (pipeline.device.native_bf16), else fp32;
+    # tf32: float32 matmuls and convolutions on CUDA's TF32 tensor cores (fp32 is IEEE float32 everywhere)
+    precision: Literal["auto", "fp32", "tf32", "bf16"] = "fp32"
     compile: bool = False  # torch.compile the model for training
     augment_rotation: Annotated[float, Field(ge=0, le=180)] = 0.0  # max random rotation of a train image, degrees
     augment_shift: Annotated[int, Field(ge=0, le=8)] = 0  # max random translation of a train image, pixels per axis
@@ -93,7 +122,8 @@ class EvaluateConfig(Section):
     rotations: Annotated[list[float], Field(min_length=1)]  # test-set rotation angles, degrees
     calibration_bins: PositiveInt  # equal-width confidence bins of the calibration error
     confusions: PositiveInt  # how many of the most frequent confusions details.json lists
-    embedding_points: PositiveInt  # test images whose penultimate features are kept for PCA / t-SNE
+    # test images whose penultimate features are kept for PCA / t-SNE (2-D projections need at least 2)
+    embedding_points: Annotated[int, Field(ge=2)]
 
 
 # host:port of a rendezvous: a name or IPv4 address, or an [IPv6] address
@@ -136,6 +166,8 @@ class Params(Section):
     evaluate: EvaluateConfig
     plot: PlotConfig
     image_folders: dict[str, str]  # user datasets: name -> folder of <class>/<image> files
+    # name (of image_folders) -> conversion options; a folder named here need not be 8-bit grayscale of one size
+    image_conversion: dict[str, ConversionConfig] = Field(default_factory=dict)
 
     _known_models = field_validator("models")(lambda sections: _check_names(sections, MODEL_NAMES))
     _valid_folders = field_validator("image_folders")(_check_image_folders)
@@ -145,6 +177,9 @@ class Params(Section):
         known = {**DATASETS, **self.image_folders}
         if unknown := [name for name in self.run.datasets if name not in known]:
             raise ValueError(f"run.datasets: unknown name {unknown[0]!r}; valid: {', '.join(known)}")
+        if stray := [name for name in self.image_conversion if name not in self.image_folders]:
+            raise ValueError(f"image_conversion.{stray[0]}: no image_folders entry of that name; "
+                             f"image_folders: {', '.join(self.image_folders) or 'none'}")
         missing = [name for name in self.run.models if name not in self.models]
         if missing:
             raise ValueError(f"run.models lists {missing[0]!r} but models: has no section for it")

@@ -53,6 +53,8 @@ OPTIMIZERS = {
 # than training (fewer, larger kernels); ~200 MB of activations per layer for resnet at 28x28.
 VAL_BATCH = 1000
 
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)  # layers that cannot train on a batch of one
+
 SCHEDULES = {  # lr factor over the run, stepped once per optimizer step
     "constant": lambda optimizer, c, total: torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
     "cosine": lambda optimizer, c, total: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total),
@@ -72,11 +74,21 @@ class TrainResult:
     train_time_s: float
 
 
-def _weighted_mean(batch_means: list[torch.Tensor], batch_size: int, rows: int) -> float:
-    """Mean over `rows` rows of per-batch means, batches of `batch_size` rows but the last (shorter)."""
-    weights = torch.full((len(batch_means),), float(batch_size), device=batch_means[0].device)
-    weights[-1] = rows - batch_size * (len(batch_means) - 1)
-    return (torch.stack(batch_means).float() @ weights).item() / rows
+def batch_bounds(rows: int, batch_size: int) -> list[tuple[int, int]]:
+    """(start, stop) of each batch of an epoch over `rows` rows: `batch_size` rows each but the last,
+    except that a last batch of one row joins the one before (with batch_size > 1). Batch norm cannot
+    normalise a single image in training mode (resnet's head would fail after a whole epoch), and the row
+    still trains."""
+    starts = list(range(0, rows, batch_size))
+    if batch_size > 1 and len(starts) > 1 and rows - starts[-1] == 1:
+        starts.pop()
+    return list(zip(starts, [*starts[1:], rows]))
+
+
+def _weighted_mean(batch_means: list[torch.Tensor], sizes: list[int]) -> float:
+    """Mean over all rows of per-batch means, batch i holding sizes[i] rows."""
+    weights = torch.tensor(sizes, dtype=torch.float32, device=batch_means[0].device)
+    return (torch.stack(batch_means).float() @ weights).item() / sum(sizes)
 
 
 def _stop_if_diverged(metrics: dict[str, float], losses: list[torch.Tensor], epoch: int, step: int,
@@ -123,7 +135,7 @@ class Training:
     def __init__(self, model: nn.Module, images: np.ndarray, labels: np.ndarray, split: dict[str, np.ndarray],
                  config: TrainConfig, *, norm: Normalization, device: torch.device, seed: int,
                  checkpoint: Checkpointing | None = None, world: World = SINGLE) -> None:
-        if config.precision not in ("fp32", "bf16"):
+        if config.precision not in ("fp32", "tf32", "bf16"):
             raise ValueError(f"precision {config.precision!r}: resolve it first (pipeline.device.for_device)")
         self.x_train, self.y_train, self.x_val, self.y_val = (
             torch.from_numpy(array[split[subset]]).to(device)
@@ -131,9 +143,10 @@ class Training:
         )
         model.to(device)
         self.world = world
-        if world.size > 1 and 0 < len(split["train"]) % config.batch_size < world.size:
-            raise UserError(f"the last batch of each epoch holds {len(split['train']) % config.batch_size} images, "
-                            f"fewer than the {world.size} training processes; change batch_size")
+        smallest = min(stop - start for start, stop in batch_bounds(len(split["train"]), config.batch_size))
+        if smallest < world.size:  # a rank would get no image of it
+            raise UserError(f"the last batch of each epoch holds {smallest} images, fewer than the {world.size} "
+                            "training processes; change batch_size")
         forward = world.wrap(model, device)  # DistributedDataParallel at several processes
         self.forward = torch.compile(forward) if config.compile else forward
         # bf16: matmuls and convolutions under bfloat16 autocast (weights, optimizer state, loss and
@@ -141,7 +154,9 @@ class Training:
         # CPU kinds. fp32 runs are bit-exact.
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
         self.config, self.norm, self.checkpoint = config, norm, checkpoint
-        steps_per_epoch = math.ceil(len(self.y_train) / config.batch_size)
+        if config.batch_size == 1 and any(isinstance(module, BATCH_NORMS) for module in model.modules()):
+            raise UserError("batch_size 1: the model's batch norm needs at least 2 images a batch; raise batch_size")
+        steps_per_epoch = len(batch_bounds(len(self.y_train), config.batch_size))
         self.total_steps = config.steps or config.epochs * steps_per_epoch
         self.total_epochs = math.ceil(self.total_steps / steps_per_epoch)
         optimizer = OPTIMIZERS[config.optimizer](model.parameters(), config)
@@ -168,11 +183,12 @@ class Training:
         predicted = torch.empty(n, device=y_train.device, dtype=torch.long)  # (n,) in this epoch's order
         order = torch.randperm(n, generator=state.generator).to(y_train.device)
         seen = 0
+        sizes: list[int] = []  # rows of each (global) batch taken
         shares: list[slice] = []  # this rank's rows of each batch, as positions in `order`
-        for start in range(0, n, config.batch_size):
+        for start, stop in batch_bounds(n, config.batch_size):
             if state.step == self.total_steps:
                 break
-            batch = order[start:start + config.batch_size]
+            batch = order[start:stop]
             # Every rank draws the augmentations of the whole global batch (the generator stays in step on all
             # ranks, each image gets the draw it gets in one process), then keeps its share: the whole batch at 1.
             # Augmentations draw from the generator only when on: runs without them keep their batch order.
@@ -203,12 +219,13 @@ class Training:
             losses.append(loss.detach())
             torch.argmax(logits.detach(), 1, out=predicted[seen:seen + len(targets)])
             seen += len(targets)
+            sizes.append(stop - start)
             shares.append(slice(start + mine.start, start + mine.stop))
             bar.update()
         # ---- once an epoch: the statistics summed, one sync each
         if world.size == 1:
             return {
-                "train/loss": _weighted_mean(losses, config.batch_size, seen),
+                "train/loss": _weighted_mean(losses, sizes),
                 "train/accuracy": (predicted[:seen] == y_train[order[:seen]]).float().mean().item(),
             }, losses
         return self._summed_statistics(losses, predicted[:seen], order, shares)

@@ -17,8 +17,8 @@ def main() -> None:
 
     # A name the registry does not know is a user's image folder: the download stage rejected any other.
     spec = DATASETS[args.dataset] if args.dataset in DATASETS else folder_dataset(args.dataset)
-    images, labels, official, classes = READERS[spec.format](spec, args.raw)
-    save_parsed(ParsedDataset(spec.name, images, labels, list(classes), official), args.out)
+    images, labels, official, classes, conversion = READERS[spec.format](spec, args.raw)
+    save_parsed(ParsedDataset(spec.name, images, labels, list(classes), official, conversion), args.out)
     log.info("%s: %d images of %dx%d, %d classes, official %s", spec.name, len(labels), *images.shape[1:],
              len(classes), official or "none")
 

@@ -11,7 +11,7 @@ from pipeline import distributed
 from pipeline.config import Params, TrainConfig, load_params
 from pipeline.data.parsed import ParsedDataset, load_parsed
 from pipeline.data.split import load_split
-from pipeline.device import for_device, resolve_device, seed_everything
+from pipeline.device import device_kind, for_device, out_of_memory_as_error, resolve_device, seed_everything
 from pipeline.inference import Normalization
 from pipeline.io import atomic_dir
 from pipeline.models import create_model
@@ -65,16 +65,18 @@ def fit(args: argparse.Namespace, params: Params, config: TrainConfig, data: Par
     model = create_model(args.model, data.image_shape, len(data.classes), **config.arch)
     world.reseed(params.seed)
     digest = fingerprint(args.model, config, params.seed, {"images": data.images, "labels": data.labels, **split},
-                         world.size)
+                         device_kind(device), world.size)
     world.same_run(digest)
     checkpoint = args.checkpoint and Checkpointing(args.checkpoint, digest, params.checkpoint_every_s)
+    out_of_memory = out_of_memory_as_error(f"models.{args.model}.batch_size: {config.batch_size}")
     if not world.writer:  # trains its share and writes nothing: the writer keeps the dvclive log and the weights
-        train(model, data.images, data.labels, split, config, norm=norm, device=device, seed=params.seed,
-              live_dir="", checkpoint=checkpoint, world=world)
+        with out_of_memory:
+            train(model, data.images, data.labels, split, config, norm=norm, device=device, seed=params.seed,
+                  live_dir="", checkpoint=checkpoint, world=world)
         return
     # The dvclive log is built beside its place and appears whole only once the weights are saved: a run
     # that fails (or diverges) leaves neither.
-    with atomic_dir(args.live) as live_dir:
+    with atomic_dir(args.live) as live_dir, out_of_memory:
         train(model, data.images, data.labels, split, config, norm=norm, device=device, seed=params.seed,
               live_dir=live_dir, desc=f"{data.name}/{args.model}", checkpoint=checkpoint, world=world)
         save_model(args.out, model, meta={

@@ -23,6 +23,7 @@ class ParsedDataset:
     labels: np.ndarray  # int64 (N,)
     classes: list[str]
     official: dict[str, tuple[int, int]] = field(default_factory=dict)  # subset -> [start, stop) rows
+    conversion: dict[str, object] | None = None  # what was done to a converted image folder's images
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -40,6 +41,7 @@ def save_parsed(data: ParsedDataset, out_dir: Path) -> None:
             "num_images": len(data.labels),
             "image_size": list(data.images.shape[1:]),
             "official": {subset: list(rows) for subset, rows in data.official.items()},
+            **({"conversion": data.conversion} if data.conversion is not None else {}),
         })
 
 

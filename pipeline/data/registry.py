@@ -14,6 +14,9 @@ FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 # Where Debian's `dataset-fashion-mnist` package installs the four idx .gz files (recompressed by Debian).
 FASHION_MNIST_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
 IMAGE_FOLDER_FORMAT = "image-folder"  # the format of every user folder named in params.yaml image_folders
+# In a folder snapshot, beside the class directories: the folder's image_conversion options (written by the
+# folder stage), which make parse convert its images instead of requiring 8-bit grayscale of one size.
+CONVERSION_FILE = "conversion.json"
 
 
 @dataclass(frozen=True)
