@@ -27,6 +27,7 @@ from scmrepo.exceptions import SCMError
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from pipeline.averaging import WeightAverage
 from pipeline.config import TrainConfig
 from pipeline.distributed import SINGLE, World
 from pipeline.inference import Normalization, predict
@@ -137,6 +138,8 @@ class Training:
                  checkpoint: Checkpointing | None = None, world: World = SINGLE) -> None:
         if config.precision not in ("fp32", "tf32", "bf16"):
             raise ValueError(f"precision {config.precision!r}: resolve it first (pipeline.device.for_device)")
+        if config.augment_flip == "auto":
+            raise ValueError("augment_flip 'auto': resolve it first (TrainConfig.for_dataset)")
         self.x_train, self.y_train, self.x_val, self.y_val = (
             torch.from_numpy(array[split[subset]]).to(device)
             for subset in ("train", "val") for array in (images, labels)
@@ -161,7 +164,8 @@ class Training:
         self.total_epochs = math.ceil(self.total_steps / steps_per_epoch)
         optimizer = OPTIMIZERS[config.optimizer](model.parameters(), config)
         self.state = TrainState(model, optimizer, SCHEDULES[config.schedule](optimizer, config, self.total_steps),
-                                torch.Generator().manual_seed(seed), device)  # batch order, apart from the global RNG
+                                torch.Generator().manual_seed(seed), device,  # batch order, apart from the global RNG
+                                average=WeightAverage(model, config.ema) if config.ema else None)
         # ---- resume from the last epoch of an interrupted run of these same settings, if one was saved
         # (the writer reads it: only its machine has it; every rank takes the same state and its own RNG)
         saved = checkpoint and world.from_writer(
@@ -216,6 +220,8 @@ class Training:
             state.optimizer.step()
             state.scheduler.step()
             state.step += 1
+            if state.average is not None:
+                state.average.update(state.model, state.step)
             losses.append(loss.detach())
             torch.argmax(logits.detach(), 1, out=predicted[seen:seen + len(targets)])
             seen += len(targets)
@@ -244,18 +250,19 @@ class Training:
                 "train/accuracy": (right / step_rows.sum()).item()}, list(step_losses / step_rows)
 
     def validate(self) -> dict[str, float]:
-        """A full validation pass: loss and accuracy (each rank its share, summed, with several)."""
+        """A full validation pass of the evaluated weights (the moving average, if on): loss and accuracy (each
+        rank its share, summed, with several)."""
         world, batch = self.world, max(self.config.batch_size, VAL_BATCH)
         if world.size == 1:
             with self.autocast:
-                logits = predict(self.state.model, self.x_val, self.norm, batch)
+                logits = predict(self.state.evaluated, self.x_val, self.norm, batch)
             return {"val/loss": F.cross_entropy(logits, self.y_val).item(),
                     "val/accuracy": (logits.argmax(1) == self.y_val).float().mean().item()}
         mine = world.share(len(self.y_val))
         sums = torch.zeros(2, dtype=torch.float64, device=self.y_val.device)  # loss sum, right predictions
         if mine.stop > mine.start:
             with self.autocast:
-                logits = predict(self.state.model, self.x_val[mine], self.norm, batch)
+                logits = predict(self.state.evaluated, self.x_val[mine], self.norm, batch)
             targets = self.y_val[mine]
             sums += torch.stack([F.cross_entropy(logits, targets, reduction="sum").double(),
                                  (logits.argmax(1) == targets).sum().double()])
@@ -264,7 +271,8 @@ class Training:
 
     def epochs(self, live_dir: str | os.PathLike, desc: str = "train") -> Iterator[int]:
         """Train the epochs left, yielding each one's number once it is logged to `live_dir` (and saved, if
-        due) with the model holding its weights; after the last, the best weights are loaded back."""
+        due) with `state.evaluated` holding its weights; after the last, the best evaluated weights are
+        loaded into the model."""
         state, checkpoint, world = self.state, self.checkpoint, self.world
         live = None
         if world.writer:  # the other ranks log nothing, show no progress, write nothing
