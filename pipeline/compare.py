@@ -224,19 +224,26 @@ def check_group(repo: Repo, revisions: list[Revision], params: str) -> list[tupl
     return seeds
 
 
-def find_groups(repo: Repo, params: str) -> list[list[Revision]]:
-    """The experiments run on HEAD, grouped by their params but the seed: every group of two or more."""
+def find_groups(repo: Repo, params: str) -> tuple[list[list[Revision]], list[str]]:
+    """The experiments run on HEAD, grouped by their params but the seed: every group of two or more seeds,
+    and a note for each experiment left out as a repeat of another's params, seed included."""
     head = _git(repo.root, "rev-parse", "--verify", "--quiet", "HEAD^{commit}").stdout.strip()
-    groups: dict[str, list[Revision]] = {}
+    groups: dict[str, dict[str, Revision]] = {}
+    notes = []
     for name, commit in sorted(repo.experiments_of(head).items()) if head else []:
         revision = Revision(name, commit)
-        flat = {k: v for k, v in _flat(params_at(repo, revision, params)).items() if k != "seed"}
-        groups.setdefault(json.dumps(flat, sort_keys=True, default=str), []).append(revision)
-    found = [group for group in groups.values() if len(group) > 1]
+        flat = _flat(params_at(repo, revision, params))
+        seed = json.dumps(flat.pop("seed", None), default=str)
+        group = groups.setdefault(json.dumps(flat, sort_keys=True, default=str), {})
+        if seed in group:
+            notes.append(f"{name}: the same params as {group[seed].name}, seed included; left out")
+        else:
+            group[seed] = revision
+    found = [list(group.values()) for group in groups.values() if len(group) > 1]
     if not found:
         raise UserError("no two experiments on HEAD differ only in seed; run a group with "
                         "`dvc exp run --queue -S seed=0,1,2` and `dvc queue start`, or name the revisions")
-    return found
+    return found, notes
 
 
 def summarise_group(repo: Repo, revisions: list[Revision], params: str, results: str) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 from pipeline.stats import wilson
 
 
-def test_set_id(indices: np.ndarray, labels: np.ndarray, images: np.ndarray) -> str:
+def hash_test_set(indices: np.ndarray, labels: np.ndarray, images: np.ndarray) -> str:
     """'sha256:<hex>' of the test rows (int (N,)), their labels (int (N,)) and pixels (uint8 (N, H, W)):
     another split, another dataset version or another order gives another id."""
     digest = hashlib.sha256()
@@ -27,7 +27,7 @@ def test_set_id(indices: np.ndarray, labels: np.ndarray, images: np.ndarray) -> 
 
 @dataclass(frozen=True)
 class Outcomes:
-    test_set: str  # test_set_id()
+    test_set: str  # hash_test_set()
     correct: np.ndarray  # bool (N,): image i of the test set was classified right
 
 

@@ -24,8 +24,10 @@ def main() -> None:
 
     repo = Repo.find(Path.cwd())
     if args.seeds:
-        groups = [[repo.resolve(name) for name in args.revisions]] if args.revisions else find_groups(repo, args.params)
+        groups, notes = ([[repo.resolve(name) for name in args.revisions]], []) if args.revisions else \
+            find_groups(repo, args.params)
         print("\n".join(summarise_group(repo, group, args.params, args.results) for group in groups), end="")
+        print("".join(f"{note}\n" for note in notes), end="")
         return
     if len(args.revisions) > 2:
         raise UserError(f"compare takes two revisions, A and B, not {len(args.revisions)} (for a seed group: --seeds)")

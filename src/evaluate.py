@@ -13,7 +13,7 @@ from pipeline.inference import Normalization
 from pipeline.io import atomic_file, write_json
 from pipeline.metrics import confusion_records, evenly_spaced
 from pipeline.models.checkpoint import load_model
-from pipeline.outcomes import Outcomes, encode, test_set_id
+from pipeline.outcomes import Outcomes, encode, hash_test_set
 from pipeline.runtime import run_stage
 from src import PARSED, SPLIT, stage_args
 
@@ -49,7 +49,7 @@ def main() -> None:
                  **{f"reliability_{key}": value for key, value in outputs.reliability.items()},
                  **({} if filters is None else {"filters": filters}))
     write_json(args.confusion, confusion_records(labels, predictions, data.classes))
-    outcomes = Outcomes(test_set_id(test, labels, data.images[test]), predictions == labels)
+    outcomes = Outcomes(hash_test_set(test, labels, data.images[test]), predictions == labels)
     write_json(args.correct, encode(outcomes, labels, data.classes))
     write_json(args.details, details)
     write_json(args.metrics, metrics)
