@@ -9,8 +9,8 @@ every such group among the experiments on HEAD), summarised by mean and spread a
 import argparse
 from pathlib import Path
 
-from pipeline.compare import (WORKSPACE, Repo, compare_revisions, find_groups, read_results, render_pairs,
-                              summarise_group)
+from pipeline.compare import compare_revisions, find_groups, read_results, render_pairs, summarise_group
+from pipeline.revisions import WORKSPACE, Repo
 from pipeline.runtime import UserError, run_stage
 
 
