@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
-from ruamel.yaml import YAML
+from ruamel.yaml import YAML, YAMLError
 
 from pipeline.outcomes import Outcomes, decode
 from pipeline.revisions import Repo, Revision
@@ -29,8 +29,10 @@ class ModelResults:
     intervals: dict  # details.json's intervals, {} where missing (results older than the intervals)
 
 
-def read_results(repo: Repo, revision: Revision, results: str) -> dict[str, ModelResults]:
-    """'<dataset>/<model>' -> its results at `revision`; a revision without any is one UserError."""
+def read_results(repo: Repo, revision: Revision, results: str, params: str) -> dict[str, ModelResults]:
+    """'<dataset>/<model>' -> its results at `revision`, of the datasets and models its params.yaml runs (an
+    experiment with `-S run.models=[mlp]` still holds the other models' older files); a revision without
+    any is one UserError."""
     found = {}
     for path in repo.files(revision, results):
         parts = path[len(results) + 1:].split("/")
@@ -44,10 +46,22 @@ def read_results(repo: Repo, revision: Revision, results: str) -> dict[str, Mode
         found[f"{parts[0]}/{parts[1]}"] = ModelResults(
             outcomes, _json(repo, revision, f"{folder}/metrics.json"),
             _json(repo, revision, f"{folder}/details.json").get("intervals", {}))
+    run = _run(repo, revision, params)
+    if run is not None:
+        found = {key: value for key, value in found.items() if key in run}
     if not found:
         raise UserError(f"{revision.label}: no {results}/<dataset>/<model>/correct.json there: no results of "
                         "this project's evaluate stage (run `dvc repro` and commit, or pick a later revision)")
     return found
+
+
+def _run(repo: Repo, revision: Revision, params: str) -> set[str] | None:
+    """'<dataset>/<model>' of every pair params.yaml's run: section lists; None where it lists none."""
+    try:
+        run = YAML(typ="safe").load(repo.read(revision, params) or "{}").get("run", {})
+        return {f"{dataset}/{model}" for dataset in run["datasets"] for model in run["models"]}
+    except (AttributeError, KeyError, TypeError, ValueError, YAMLError):
+        return None
 
 
 def _json(repo: Repo, revision: Revision, path: str) -> dict:
@@ -166,9 +180,10 @@ def summarise_group(repo: Repo, revisions: list[Revision], params: str, results:
     """Mean and sample standard deviation of each headline metric across the seeds, beside the test set's
     95% interval half-width (mean over the seeds), per dataset/model; then each pair of models per dataset:
     the mean difference and in how many seeds McNemar's test detects it."""
-    members = [Member(revision, seed, read_results(repo, revision, results))
+    members = [Member(revision, seed, read_results(repo, revision, results, params))
                for revision, seed in check_group(repo, revisions, params)]
-    names = ", ".join(f"{m.revision.label} (seed {m.seed})" for m in members)
+    members.sort(key=lambda m: (str(type(m.seed)), m.seed))
+    names = ", ".join(f"{m.revision.name} (seed {m.seed})" for m in members)
     lines = [f"Seed group of {len(members)}: {names}"]
     header = ["dataset/model", "metric", "mean", "std (seeds)", "95% CI half-width (test set)"]
     rows, keys = [], sorted(set.intersection(*(set(m.results) for m in members)))

@@ -33,7 +33,8 @@ def main() -> None:
         raise UserError(f"compare takes two revisions, A and B, not {len(args.revisions)} (for a seed group: --seeds)")
     names = {0: ["HEAD", WORKSPACE], 1: [*args.revisions, WORKSPACE], 2: args.revisions}[len(args.revisions)]
     a, b = (repo.resolve(name) for name in names)
-    results_a, results_b = read_results(repo, a, args.results), read_results(repo, b, args.results)
+    results_a = read_results(repo, a, args.results, args.params)
+    results_b = read_results(repo, b, args.results, args.params)
     compared, notes = compare_revisions(results_a, results_b)
     if not compared and not notes:
         raise UserError(f"{a.label} and {b.label} share no dataset/model")

@@ -119,6 +119,10 @@ def test_workspace_against_head_by_default(history: tuple[Path, dict[str, np.nda
     write_model(clone, "mlp", correct["mlp"])  # the workspace goes back to the first results
     assert "worse" in row(compare_in(clone).stdout, "ds/mlp")
     assert "no detectable difference" in row(compare_in(clone, "HEAD~1").stdout, "ds/mlp")  # HEAD~1 vs workspace
+    # an experiment of mlp alone (`-S 'run.models=[mlp]'`) still holds the older files of the other models
+    (clone / "params.yaml").write_text("seed: 0\nrun:\n  datasets: [ds]\n  models: [mlp]\n")
+    only_mlp = compare_in(clone).stdout
+    assert "ds/lenet: only in A" in only_mlp and "ds/resnet: only in A" in only_mlp and row(only_mlp, "ds/mlp")
 
 
 @pytest.mark.parametrize(("args", "fragments"), [
@@ -188,7 +192,8 @@ def test_seed_group_found_on_head(experiments: tuple[Path, list[np.ndarray]]) ->
     done = compare_in(repo, "--seeds")
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert out.startswith("Seed group of 3: seed-0 (") and "faster" not in out  # other lr: not in the group
+    assert out.startswith("Seed group of 3: seed-0 (seed 0), seed-1 (seed 1), seed-2 (seed 2)\n")
+    assert "faster" not in out  # another lr: not in the group
     accuracies = [float(r.mean()) for r in runs]
     line = row(out, "ds/mlp")
     assert f"{np.mean(accuracies):.4f}" in line and f"{np.std(accuracies, ddof=1):.4f}" in line
