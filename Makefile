@@ -1,5 +1,6 @@
 # The two commands of the quickstart; each builds .venv (pinned dependencies) on first use.
-#   make run    reproduce the pipeline on params.yaml (default: the embedded mnist-5k dataset)
+#   make run    reproduce the pipeline on params.yaml (default: the embedded mnist-5k dataset), then
+#               regenerate docs/results.md from the results
 #   make test   run the test suite
 #   make offline-plots   `dvc plots show` / `diff` pages that load Vega from local copies, not a CDN
 #   make deps   rewrite dvc.yaml's per-stage .py dependencies from the imports (after moving code)
@@ -11,6 +12,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 run: $(VENV)/.installed
 	python -m pipeline.config  # params.yaml checked first: one line, where dvc.yaml's templating would fail obscurely
 	dvc repro
+	python -m tools.results_page  # docs/results.md from the results just made
 
 test: $(VENV)/.installed
 	python -m pytest

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from torch import nn
 from bench import ROOT
 from pipeline.config import Params, TrainConfig, load_params
 from pipeline.data.parsed import ParsedDataset, load_parsed
+from pipeline.data.registry import MIRROR_ENV
 from pipeline.data.split import load_split
 from pipeline.device import seed_everything
 from pipeline.inference import Normalization
@@ -92,16 +95,31 @@ def versions() -> str:
     return f"torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
+def machine() -> dict[str, Any]:
+    """What a figure ran on: CPU model, cores, torch build and threads, and the 1-minute load average when it
+    was saved (above the core count: other jobs shared the machine, and times are inflated)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "load_1min": round(os.getloadavg()[0], 2)}
+
+
 def save_results(name: str, figures: dict[str, Any]) -> Path:
     """Write one bench run's measured figures to bench/results/<name>.json (git-tracked), with the command
-    that reproduces them and the machine they ran on, so the docs' results page is generated from them."""
+    that reproduces them (its arguments included) and the machine they ran on, so the docs' results page
+    (`python -m tools.results_page`) is generated from them."""
     path = ROOT / "bench" / "results" / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"command": f"python -m bench.{name}", "date": time.strftime("%Y-%m-%d"),
-              "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                          "torch": torch.__version__, "threads": torch.get_num_threads()},
-              "figures": figures}
+    command = shlex.join(["python", "-m", f"bench.{name}", *sys.argv[1:]])
+    if mirror := os.environ.get(MIRROR_ENV):  # where the bench read its data from
+        command = f"{MIRROR_ENV}={shlex.quote(mirror)} {command}"
+    record = {"command": command, "date": time.strftime("%Y-%m-%d"), "machine": machine(), "figures": figures}
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
     tmp.replace(path)
+    print(f"figures saved to {path.relative_to(ROOT)}")
     return path

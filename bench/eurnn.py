@@ -14,7 +14,7 @@ environment, so both sides run on the same torch build). Create it once, then ru
 
 torch_eunn 0.2.1 imports and runs unchanged against torch 2.13 (CPU); no shim is needed.
 
-Goal: >= 10x. Results: README, "EURNN speed".
+Goal: >= 10x. Results: docs/results.md.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench.common import versions
+from bench.common import save_results, versions
 from pipeline.models import create_model
 
 HIDDEN, CAPACITY, STEPS, BATCH, THREADS, REPEATS = 256, 2, 784, 100, 2, 3
@@ -76,6 +76,10 @@ def main() -> None:
     for name, values in times.items():
         print(f"  {name:10s} {best[name]:7.3f} s   (all: {', '.join(f'{v:.3f}' for v in values)})")
     print(f"  speed-up: {best['torch_eunn'] / best['ours']:.1f}x")
+    save_results("eurnn", {"forward+backward step, ours, s": round(best["ours"], 3),
+                           "forward+backward step, torch_eunn 0.2.1, s": round(best["torch_eunn"], 3),
+                           "speed-up (goal >= 10)": round(best["torch_eunn"] / best["ours"], 1),
+                           "shape": f"hidden {HIDDEN}, capacity {CAPACITY}, T {STEPS}, batch {BATCH}"})
 
 
 if __name__ == "__main__":

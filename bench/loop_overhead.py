@@ -14,7 +14,7 @@ disturbed by other work on a shared machine: this VM's speed drifts by 10-30% wi
 Data: data/parsed/<dataset> and data/split/<dataset> from `dvc repro` (default mnist-5k: 3,600 train
 and 400 validation rows). Goal: pipeline / bare <= 1.1x.
 
-Results: README, "Measured numbers".
+Results: docs/results.md.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench.common import Workload, load_workload, project_params, seeded_model, train_as_stage, versions
+from bench.common import (Workload, load_workload, project_params, save_results, seeded_model, train_as_stage,
+                          versions)
 from pipeline.config import TrainConfig
 from pipeline.device import for_device, resolve_device
 from pipeline.training import OPTIMIZERS, SCHEDULES
@@ -84,6 +85,7 @@ def main() -> None:
     print(f"{versions()}, device {device}; {args.dataset}: "
           f"{len(y)} train rows; per model, min of {args.repeats} runs after a warm-up")
 
+    figures = {}
     for name in args.models:
         epochs = args.epochs or params.models[name].epochs
         config = for_device(params.models[name].model_copy(update={"epochs": epochs, "steps": None}), device)
@@ -102,6 +104,11 @@ def main() -> None:
               f"{best['pipeline'] / best['bare']:.3f}x; checkpoint every epoch {every:.3f} s -> "
               f"{every / best['bare']:.3f}x  (all: "
               + "; ".join(f"{side} {', '.join(f'{t:.3f}' for t in runs)}" for side, runs in times.items()) + ")")
+        figures[name] = {"epochs": epochs, "pipeline epoch, s": round(best["pipeline"], 4),
+                         "bare epoch, s": round(best["bare"], 4),
+                         "pipeline / bare (goal <= 1.1)": round(best["pipeline"] / best["bare"], 3),
+                         "checkpoint every epoch / bare": round(every / best["bare"], 3)}
+    save_results("loop_overhead", figures)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ them, and the amat parse's peak memory. Every ratio is measured in the same run.
   returned arrays included) is compared with the bytes of the arrays it returns.
 
 Goals: idx >= 1000x the EURNN notebook's reader; amat >= 10x the ResNet notebook's reader and >= 5x
-np.loadtxt; amat peak memory <= 2x the parsed arrays. Results: README, "Measured numbers".
+np.loadtxt; amat peak memory <= 2x the parsed arrays. Results: docs/results.md.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.common import ROOT, timed
+from bench.common import ROOT, save_results, timed
 from pipeline.data.formats.amat import parse_amat
 from pipeline.data.formats.idx import read_idx
 from pipeline.data.registry import MIRROR_ENV
@@ -156,6 +156,13 @@ def main() -> None:
     peak, arrays = map(int, probe.stdout.split())
     print(f"amat peak memory {peak / 1e6:.1f} MB for {arrays / 1e6:.1f} MB of parsed arrays "
           f"({peak / arrays:.2f}x)")
+    save_results("parse", {
+        "idx": {"images": len(images), "parse, ms": round(ours * 1e3, 1),
+                "per image vs the EURNN notebook (goal >= 1000)": round(per_image * len(images) / ours),
+                "the same, with the download stage's inflate": round(per_image * len(images) / (inflate + ours))},
+        "amat": {"rows": args.amat_rows, "parse, s": round(best["ours"], 3),
+                 **{f"vs {name}": round(best[name] / best["ours"], 1) for name in list(times)[1:]},
+                 "peak memory / parsed arrays (goal <= 2)": round(peak / arrays, 2)}})
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ model alternate run by run, so they share the machine's state.
 
 Data: data/parsed/mnist-5k and data/split/mnist-5k (from `dvc repro`). Goals (issue 14): resnet >= 35%
 of the bf16 peak; lenet >= 2x and mlp >= 1.5x the images/s of the loop before issue 14.
-Results: README, "Training speed".
+Results: docs/results.md.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.common import Workload, load_workload, project_params, seeded_model, train_as_stage, versions
+from bench.common import (Workload, load_workload, project_params, save_results, seeded_model, train_as_stage,
+                          versions)
 from pipeline.config import TrainConfig
 from pipeline.device import for_device, native_bf16, resolve_device
 from pipeline.models import create_model
@@ -174,9 +175,15 @@ def main() -> None:
     measure_peaks()
     print(", ".join(f"{precision} matmul peak {peak / 1e9:.1f} GFLOP/s" for precision, peak in peaks.items())
           + f" ({args.size}x{args.size}, best of the run)")
+    figures: dict[str, Any] = {f"{precision} matmul peak, GFLOP/s": round(peak / 1e9, 1)
+                               for precision, peak in peaks.items()}
     for name, variant, batch, precision, rate, achieved in rows:
         print(f"{name:6s} {variant:28s} batch {batch:3d}: {rate:7.0f} images/s, "
               f"{achieved / peaks[precision]:6.1%} of the {precision} peak")
+        figures[f"{name} {variant}"] = {"batch": batch, "precision": precision, "images/s": round(rate),
+                                        "GFLOP/s": round(achieved / 1e9, 1),
+                                        "share of its precision's peak": round(achieved / peaks[precision], 3)}
+    save_results("throughput", figures)
 
 
 if __name__ == "__main__":

@@ -64,8 +64,9 @@ class TrainConfig(Section):
     schedule: Literal["constant", "cosine", "onecycle"] = "constant"  # lr over the optimizer steps
     grad_clip: PositiveFloat | None = None  # max global L2 norm of the gradients; null: off
     label_smoothing: FractionOrZero = 0.0  # of the training loss (validation stays plain)
-    # auto: bfloat16 autocast where the device runs bf16 natively (pipeline.device.native_bf16), else fp32
-    precision: Literal["auto", "fp32", "bf16"] = "fp32"
+    # auto: bfloat16 autocast where the device runs bf16 natively (pipeline.device.native_bf16), else fp32;
+    # tf32: float32 matmuls and convolutions on CUDA's TF32 tensor cores (fp32 is IEEE float32 everywhere)
+    precision: Literal["auto", "fp32", "tf32", "bf16"] = "fp32"
     compile: bool = False  # torch.compile the model for training
     augment_rotation: Annotated[float, Field(ge=0, le=180)] = 0.0  # max random rotation of a train image, degrees
     augment_shift: Annotated[int, Field(ge=0, le=8)] = 0  # max random translation of a train image, pixels per axis
@@ -93,7 +94,8 @@ class EvaluateConfig(Section):
     rotations: Annotated[list[float], Field(min_length=1)]  # test-set rotation angles, degrees
     calibration_bins: PositiveInt  # equal-width confidence bins of the calibration error
     confusions: PositiveInt  # how many of the most frequent confusions details.json lists
-    embedding_points: PositiveInt  # test images whose penultimate features are kept for PCA / t-SNE
+    # test images whose penultimate features are kept for PCA / t-SNE (2-D projections need at least 2)
+    embedding_points: Annotated[int, Field(ge=2)]
 
 
 class PlotConfig(Section):

@@ -45,8 +45,10 @@ def batches(array: np.ndarray, batch_size: int, device: torch.device) -> Iterato
 
 
 def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)  # kernels run asynchronously: wait before reading the clock
+    """Wait for the kernels queued on `device` (asynchronous on every accelerator: cuda, mps, xpu...)
+    before reading the clock."""
+    if device.type != "cpu":
+        torch.accelerator.synchronize(device)
 
 
 @torch.inference_mode()
@@ -111,8 +113,11 @@ def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, classes: 
     outputs = run_model(model, images, labels, norm=norm, rotations=list(rotations), feature_rows=rows,
                         batch_size=batch_size, device=device)
     predictions = outputs.predictions
-    precision, recall, f1, _ = precision_recall_fscore_support(
+    precision, recall, f1, support = precision_recall_fscore_support(
         labels, predictions, labels=np.arange(len(classes)), zero_division=0)
+    # A class with no test image has no recall (0 of 0), so no F1: undefined (null), not 0, and out of the
+    # macro mean; details.json names such classes. Its precision is 0 if it was predicted (all wrongly), else null.
+    present, predicted = support > 0, np.bincount(predictions, minlength=len(classes)) > 0
     reliability = calibration_bins(outputs.probabilities.max(1), predictions == labels, bins)
     outputs = replace(outputs, reliability=reliability)  # the evaluate stage saves them for the figure
     rotation_accuracy = {f"{degrees:g}": accuracy for degrees, accuracy in outputs.rotation_accuracy.items()}
@@ -127,12 +132,15 @@ def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, classes: 
     details = {
         "num_images": len(labels),
         "num_parameters": sum(p.numel() for p in model.parameters()),
-        "f1_macro": float(np.mean(f1)),
+        "f1_macro": float(np.mean(f1[present])) if present.any() else None,  # over the classes in the test set
+        # a string, not a list: DVC's plot of this file takes its first list of records (the rotation curve)
+        "classes_absent_from_test": ", ".join(name for name, here in zip(classes, present) if not here),
         "rotation_accuracy": rotation_accuracy,  # for `dvc metrics diff`, which reads scalars
         "rotation": [{"degrees": degrees, "accuracy": accuracy}  # records: `dvc plots diff` draws the curve
                      for degrees, accuracy in outputs.rotation_accuracy.items()],
-        "per_class": {name: {"precision": float(p), "recall": float(r), "f1": float(f)}
-                      for name, p, r, f in zip(classes, precision, recall, f1)},
+        "per_class": {name: {"precision": float(p) if here or said else None, "recall": float(r) if here else None,
+                             "f1": float(f) if here else None}
+                      for name, p, r, f, here, said in zip(classes, precision, recall, f1, present, predicted)},
         "confusions": top_confusions(confusion_matrix(labels, predictions, len(classes)), classes, confusions),
         "intervals": intervals(metrics, outputs, labels, bins),
     }

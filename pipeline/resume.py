@@ -4,7 +4,7 @@ The checkpoint lives at a path that is not a DVC output (DVC deletes a stage's o
 it, and a `persist` output would turn off the run-cache), is rewritten atomically after an epoch (at
 most every `checkpoint_every_s` seconds of params.yaml) and is removed by the stage once its outputs
 are written. A fingerprint of everything that shapes the run (model name, its params section with the
-precision resolved, seed, data and split) guards against resuming another run's state.
+precision resolved, seed, device kind, data and split) guards against resuming another run's state.
 
 `TrainState` is what changes as a run trains; its `save` and `restore` stand side by side, so the two
 stay in step, over the file-level `save_checkpoint` / `load_checkpoint`.
@@ -31,10 +31,11 @@ from pipeline.runtime import brief
 log = logging.getLogger(__name__)
 
 
-def fingerprint(model: str, config: TrainConfig, seed: int, arrays: dict[str, np.ndarray]) -> str:
-    """SHA-256 of the model name, its params section, the seed and the bytes of the data and split arrays."""
-    digest = hashlib.sha256(json.dumps({"model": model, "params": config.model_dump(), "seed": seed},
-                                       sort_keys=True).encode())
+def fingerprint(model: str, config: TrainConfig, seed: int, arrays: dict[str, np.ndarray], device: str) -> str:
+    """SHA-256 of the model name, its params section, the seed, the device kind (pipeline.device.device_kind:
+    another kind computes other numbers) and the bytes of the data and split arrays."""
+    digest = hashlib.sha256(json.dumps({"model": model, "params": config.model_dump(), "seed": seed,
+                                        "device": device}, sort_keys=True).encode())
     for name in sorted(arrays):
         array = np.ascontiguousarray(arrays[name])
         digest.update(f"{name}:{array.dtype}:{array.shape}".encode())
@@ -59,7 +60,7 @@ def load_checkpoint(path: str | os.PathLike, expected: str) -> dict[str, Any] | 
         log.warning("ignoring checkpoint %s: unreadable (%s); training starts over", path, brief(err))
         return None
     if not isinstance(state, dict) or state.get("fingerprint") != expected:
-        log.warning("ignoring checkpoint %s: written for other hyperparameters, seed or data", path)
+        log.warning("ignoring checkpoint %s: written for other hyperparameters, seed, device or data", path)
         return None
     return state
 

@@ -51,6 +51,8 @@ OPTIMIZERS = {
 # than training (fewer, larger kernels); ~200 MB of activations per layer for resnet at 28x28.
 VAL_BATCH = 1000
 
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)  # layers that cannot train on a batch of one
+
 SCHEDULES = {  # lr factor over the run, stepped once per optimizer step
     "constant": lambda optimizer, c, total: torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
     "cosine": lambda optimizer, c, total: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total),
@@ -70,11 +72,21 @@ class TrainResult:
     train_time_s: float
 
 
-def _weighted_mean(batch_means: list[torch.Tensor], batch_size: int, rows: int) -> float:
-    """Mean over `rows` rows of per-batch means, batches of `batch_size` rows but the last (shorter)."""
-    weights = torch.full((len(batch_means),), float(batch_size), device=batch_means[0].device)
-    weights[-1] = rows - batch_size * (len(batch_means) - 1)
-    return (torch.stack(batch_means).float() @ weights).item() / rows
+def batch_bounds(rows: int, batch_size: int) -> list[tuple[int, int]]:
+    """(start, stop) of each batch of an epoch over `rows` rows: `batch_size` rows each but the last,
+    except that a last batch of one row joins the one before (with batch_size > 1). Batch norm cannot
+    normalise a single image in training mode (resnet's head would fail after a whole epoch), and the row
+    still trains."""
+    starts = list(range(0, rows, batch_size))
+    if batch_size > 1 and len(starts) > 1 and rows - starts[-1] == 1:
+        starts.pop()
+    return list(zip(starts, [*starts[1:], rows]))
+
+
+def _weighted_mean(batch_means: list[torch.Tensor], sizes: list[int]) -> float:
+    """Mean over all rows of per-batch means, batch i holding sizes[i] rows."""
+    weights = torch.tensor(sizes, dtype=torch.float32, device=batch_means[0].device)
+    return (torch.stack(batch_means).float() @ weights).item() / sum(sizes)
 
 
 def _stop_if_diverged(metrics: dict[str, float], losses: list[torch.Tensor], epoch: int, step: int,
@@ -117,7 +129,7 @@ class Training:
     def __init__(self, model: nn.Module, images: np.ndarray, labels: np.ndarray, split: dict[str, np.ndarray],
                  config: TrainConfig, *, norm: Normalization, device: torch.device, seed: int,
                  checkpoint: Checkpointing | None = None) -> None:
-        if config.precision not in ("fp32", "bf16"):
+        if config.precision not in ("fp32", "tf32", "bf16"):
             raise ValueError(f"precision {config.precision!r}: resolve it first (pipeline.device.for_device)")
         self.x_train, self.y_train, self.x_val, self.y_val = (
             torch.from_numpy(array[split[subset]]).to(device)
@@ -130,7 +142,9 @@ class Training:
         # CPU kinds. fp32 runs are bit-exact.
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
         self.config, self.norm, self.checkpoint = config, norm, checkpoint
-        steps_per_epoch = math.ceil(len(self.y_train) / config.batch_size)
+        if config.batch_size == 1 and any(isinstance(module, BATCH_NORMS) for module in model.modules()):
+            raise UserError("batch_size 1: the model's batch norm needs at least 2 images a batch; raise batch_size")
+        steps_per_epoch = len(batch_bounds(len(self.y_train), config.batch_size))
         self.total_steps = config.steps or config.epochs * steps_per_epoch
         self.total_epochs = math.ceil(self.total_steps / steps_per_epoch)
         optimizer = OPTIMIZERS[config.optimizer](model.parameters(), config)
@@ -151,11 +165,11 @@ class Training:
         losses: list[Tensor] = []
         predicted = torch.empty(n, device=y_train.device, dtype=torch.long)  # (n,) in this epoch's order
         order = torch.randperm(n, generator=state.generator).to(y_train.device)
-        seen = 0
-        for start in range(0, n, config.batch_size):
+        sizes: list[int] = []  # rows of each batch taken
+        for start, stop in batch_bounds(n, config.batch_size):
             if state.step == self.total_steps:
                 break
-            batch = order[start:start + config.batch_size]
+            batch = order[start:stop]
             targets = y_train[batch]
             # Augmentations draw from the generator only when on: runs without them keep their batch order.
             pixels = x_train[batch]  # uint8 (B, H, W)
@@ -178,12 +192,13 @@ class Training:
             state.scheduler.step()
             state.step += 1
             losses.append(loss.detach())
-            torch.argmax(logits.detach(), 1, out=predicted[seen:seen + len(batch)])
-            seen += len(batch)
+            torch.argmax(logits.detach(), 1, out=predicted[start:stop])
+            sizes.append(stop - start)
             bar.update()
         # ---- once an epoch: the statistics summed, one sync each
+        seen = sum(sizes)
         return {
-            "train/loss": _weighted_mean(losses, config.batch_size, seen),
+            "train/loss": _weighted_mean(losses, sizes),
             "train/accuracy": (predicted[:seen] == y_train[order[:seen]]).float().mean().item(),
         }, losses
 

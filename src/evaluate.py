@@ -7,12 +7,12 @@ import numpy as np
 from pipeline.config import load_params
 from pipeline.data.parsed import load_parsed
 from pipeline.data.split import load_split
-from pipeline.device import resolve_device
+from pipeline.device import out_of_memory_as_error, resolve_device
 from pipeline.evaluation import evaluate, first_conv_filters
 from pipeline.inference import Normalization
 from pipeline.io import atomic_file, write_json
 from pipeline.metrics import confusion_records, evenly_spaced
-from pipeline.models.checkpoint import load_model
+from pipeline.models.checkpoint import check_trained_on, load_model
 from pipeline.outcomes import Outcomes, encode, hash_test_set
 from pipeline.runtime import run_stage
 from src import PARSED, SPLIT, stage_args
@@ -31,14 +31,16 @@ def main() -> None:
     device = resolve_device(params.device)
     model, meta = load_model(args.weights, device)
     data = load_parsed(args.parsed)
+    check_trained_on(meta, args.weights, data.name, data.classes, data.image_shape)
     test = load_split(args.split)["test"]
     labels = data.labels[test]
 
     feature_rows = evenly_spaced(len(test), config.embedding_points)
-    metrics, details, outputs = evaluate(
-        model, data.images[test], labels, data.classes, norm=Normalization(**meta["normalization"]),
-        batch_size=config.batch_size, device=device, rotations=config.rotations, bins=config.calibration_bins,
-        confusions=config.confusions, feature_rows=feature_rows)
+    with out_of_memory_as_error(f"evaluate.batch_size: {config.batch_size}"):
+        metrics, details, outputs = evaluate(
+            model, data.images[test], labels, data.classes, norm=Normalization(**meta["normalization"]),
+            batch_size=config.batch_size, device=device, rotations=config.rotations, bins=config.calibration_bins,
+            confusions=config.confusions, feature_rows=feature_rows)
     predictions = outputs.predictions
     filters = first_conv_filters(model)  # None for models without a convolution
     # np.savez stamps every member with the same fixed date (zipfile's default for a member named by a

@@ -3,7 +3,7 @@
 from pipeline.config import load_params
 from pipeline.data.parsed import load_parsed
 from pipeline.data.split import load_split
-from pipeline.device import for_device, resolve_device, seed_everything
+from pipeline.device import device_kind, for_device, out_of_memory_as_error, resolve_device, seed_everything
 from pipeline.inference import Normalization
 from pipeline.io import atomic_dir
 from pipeline.models import create_model
@@ -35,11 +35,11 @@ def main() -> None:
     seed_everything(params.seed)  # before building: weight init is part of the run
     model = create_model(args.model, data.image_shape, len(data.classes), **config.arch)
     checkpoint = args.checkpoint and Checkpointing(args.checkpoint, fingerprint(
-        args.model, config, params.seed, {"images": data.images, "labels": data.labels, **split}),
-        params.checkpoint_every_s)
+        args.model, config, params.seed, {"images": data.images, "labels": data.labels, **split},
+        device_kind(device)), params.checkpoint_every_s)
     # The dvclive log is built beside its place and appears whole only once the weights are saved: a run
     # that fails (or diverges) leaves neither.
-    with atomic_dir(args.live) as live_dir:
+    with atomic_dir(args.live) as live_dir, out_of_memory_as_error(f"models.{args.model}.batch_size: {config.batch_size}"):
         train(model, data.images, data.labels, split, config, norm=norm, device=device, seed=params.seed,
               live_dir=live_dir, desc=f"{data.name}/{args.model}", checkpoint=checkpoint)
         save_model(args.out, model, meta={

@@ -65,7 +65,8 @@ INVALID = [  # (dotted key, value or DELETE, fragments the message must contain)
     ("models.mlp.epochs", DELETE, ["models.mlp: set exactly one of epochs and steps"]),
     ("evaluate", DELETE, ["evaluate", "missing required key"]),
     ("device", "tpu", ["device", "'auto', 'cpu', 'cuda' or 'mps'", "'tpu'"]),
-    ("models.resnet.precision", "fp16", ["models.resnet.precision", "'auto', 'fp32' or 'bf16'", "'fp16'"]),
+    ("models.resnet.precision", "fp16", ["models.resnet.precision", "'auto', 'fp32', 'tf32' or 'bf16'", "'fp16'"]),
+    ("evaluate.embedding_points", 1, ["evaluate.embedding_points", "greater than or equal to 2"]),  # PCA needs 2
     ("models.mlp.bf16", True, ["models.mlp.bf16", "unknown key", "precision"]),
 ]
 

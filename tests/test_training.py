@@ -165,3 +165,27 @@ def test_dvclive_files(runs: dict[str, Run], work_dir: Path) -> None:
     np.testing.assert_array_equal(history["val/loss"][0], np.arange(1, EPOCHS + 1))
     assert list(work_dir.rglob("dvc.yaml")) == []
     assert list(work_dir.rglob("*.html")) == []  # report=None: no dvclive report either
+
+
+def test_validation_uses_neither_label_smoothing_nor_augmentation(synthetic: ParsedDataset,
+                                                                 synthetic_split: dict[str, np.ndarray]) -> None:
+    """Validation loss is plain cross-entropy of the unaugmented validation images, whatever the training
+    loss and augmentation are: runs that differ only in those compare (and pick their best epoch) alike."""
+    norm = Normalization.fit(synthetic.images[synthetic_split["train"]])
+    seed_everything(0)
+    model = create_model("mlp", synthetic.image_shape, 10, **CONFIG.arch)
+    tricks = replace_config(label_smoothing=0.4, augment_rotation=30.0, augment_shift=3, augment_flip=True)
+    scores = [Training(model, synthetic.images, synthetic.labels, synthetic_split, config, norm=norm,
+                       device=CPU, seed=0).validate() for config in (CONFIG, tricks)]
+    val = synthetic_split["val"]
+    logits = predict(model, torch.from_numpy(synthetic.images[val]), norm, batch_size=64)
+    expected = {"val/loss": F.cross_entropy(logits, torch.from_numpy(synthetic.labels[val])).item(),
+                "val/accuracy": (logits.argmax(1).numpy() == synthetic.labels[val]).mean()}
+    for score in scores:
+        assert score["val/loss"] == pytest.approx(expected["val/loss"], rel=1e-6)
+        assert score["val/accuracy"] == pytest.approx(expected["val/accuracy"])
+    assert scores[0] == scores[1]
+
+
+def replace_config(**changes: object) -> TrainConfig:
+    return TrainConfig(**{**CONFIG.model_dump(), **changes})

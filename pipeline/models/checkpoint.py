@@ -22,6 +22,18 @@ def save_model(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any]) 
         torch.save({"meta": meta, "state_dict": model.state_dict()}, f)
 
 
+def check_trained_on(meta: dict[str, Any], path: str | os.PathLike, dataset: str, classes: list[str],
+                     image_shape: tuple[int, int, int]) -> None:
+    """Refuse weights trained on another dataset, other classes or another image shape than the data given:
+    with the same class count their metrics would be wrong without a sign of it."""
+    expected = {"dataset": dataset, "classes": list(classes), "image shape": list(image_shape)}
+    trained = {"dataset": meta.get("dataset"), "classes": list(meta["classes"]), "image shape": list(meta["image_shape"])}
+    if differ := [key for key in expected if trained[key] != expected[key]]:
+        raise UserError(f"{path}: trained on {trained['dataset']} ({len(trained['classes'])} classes), not on "
+                        f"{dataset} ({len(classes)} classes): the {' and '.join(differ)} differ; evaluate it on "
+                        f"the data it was trained on, or train on {dataset}")
+
+
 def load_model(path: str | os.PathLike, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model saved by save_model; returns (model in eval mode on `device`, meta)."""
     with reading(path, "train"):

@@ -132,13 +132,18 @@ class EURNN(nn.Module):
         return torch.view_as_real(h).permute(1, 0, 2, 3).flatten(1)  # (B, 2N), feature order
 
     def forward_features(self, x: Tensor) -> Tensor:
-        seq = self.sequence(x)  # (T, B, C)
-        weight, bias = self.input.weight[self.pattern.from_features], self.input.bias[self.pattern.from_features]
-        values, modrelu_bias = self.unitary(), self._scan_bias()
-        if torch.is_grad_enabled():
-            h = EunnScan.apply(seq.transpose(1, 2), weight, bias, values, modrelu_bias, self.pattern)
-        else:  # inference: no stored steps, so memory does not grow with T x B
-            h = scan_inference(seq, weight, bias, values, modrelu_bias, self.pattern)
+        # The scan runs in the parameters' dtype (float32) on every device, under bf16 autocast too (only the
+        # head takes bf16): its sparse U h product has no mixed-dtype kernel, and T = 784 steps would
+        # compound bf16 rounding.
+        with torch.autocast(x.device.type, enabled=False):
+            seq = self.sequence(x.to(self.input.weight.dtype))  # (T, B, C), the parameters' dtype
+            weight = self.input.weight[self.pattern.from_features]
+            bias = self.input.bias[self.pattern.from_features]
+            values, modrelu_bias = self.unitary(), self._scan_bias()
+            if torch.is_grad_enabled():
+                h = EunnScan.apply(seq.transpose(1, 2), weight, bias, values, modrelu_bias, self.pattern)
+            else:  # inference: no stored steps, so memory does not grow with T x B
+                h = scan_inference(seq, weight, bias, values, modrelu_bias, self.pattern)
         return h[self.pattern.to_features].T  # (B, 2N): the last state, in feature order
 
     def forward(self, x: Tensor) -> Tensor:
