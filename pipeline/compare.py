@@ -122,7 +122,10 @@ def params_at(repo: Repo, revision: Revision, params: str) -> dict:
     text = repo.read(revision, params)
     if text is None:
         raise UserError(f"{revision.label}: no {params} there")
-    data = YAML(typ="safe").load(text)
+    try:
+        data = YAML(typ="safe").load(text)
+    except YAMLError as err:
+        raise UserError(f"{revision.label}: {params} is not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise UserError(f"{revision.label}: {params} is not a mapping")
     return data
@@ -186,11 +189,12 @@ def summarise_group(repo: Repo, revisions: list[Revision], params: str, results:
     names = ", ".join(f"{m.revision.name} (seed {m.seed})" for m in members)
     lines = [f"Seed group of {len(members)}: {names}"]
     header = ["dataset/model", "metric", "mean", "std (seeds)", "95% CI half-width (test set)"]
-    rows, keys = [], sorted(set.intersection(*(set(m.results) for m in members)))
-    for key in keys:
+    rows, keys, notes = [], [], []
+    for key in sorted(set.intersection(*(set(m.results) for m in members))):
         if len({m.results[key].outcomes.test_set for m in members}) > 1:
-            lines.append(f"{key}: refused: the members' test sets differ")
+            notes.append(f"{key}: refused: the members' test sets differ")
             continue
+        keys.append(key)
         first_row = True
         for metric in [k for k in members[0].results[key].metrics if k not in NOT_SEED_NOISE]:
             values = [m.results[key].metrics.get(metric) for m in members]
@@ -202,7 +206,7 @@ def summarise_group(repo: Repo, revisions: list[Revision], params: str, results:
                          f"{np.mean(values):.4f}", f"{np.std(values, ddof=1):.4f}",
                          f"{np.mean(widths):.4f}" if len(widths) == len(members) else "-"])
             first_row = False
-    lines += _table(header, rows) + ["", "std: across the seeds (n - 1). Half-width: of each member's 95% "
+    lines += _table(header, rows) + notes + ["", "std: across the seeds (n - 1). Half-width: of each member's 95% "
                                          "test-set interval (Wilson, or bootstrap for loss and ECE), averaged."]
     lines += _group_pairs(members, keys)
     return "\n".join(lines) + "\n"

@@ -149,13 +149,13 @@ def test_outside_git_and_corrupt_file(tmp_path: Path, history: tuple[Path, dict[
     one_error(done.returncode, done.stderr, "workspace: results/ds/mlp/correct.json: unreadable")
 
 
-def experiment(repo: Path, name: str, seed: int, lr: float, correct: np.ndarray) -> str:
+def experiment(repo: Path, name: str, seed: int, lr: float, correct: np.ndarray, test_set: str = "sha256:test") -> str:
     """A DVC-style experiment: a commit on top of HEAD, kept only as refs/exps/<HEAD[:2]>/<HEAD[2:]>/<name>."""
     head = run(["git", "rev-parse", "HEAD"], repo).strip()
     run(["git", "checkout", "-q", "--detach"], repo)
     write_params(repo, seed=seed, lr=lr)
-    write_model(repo, "mlp", correct, loss=0.2 + seed / 100)
-    write_model(repo, "lenet", np.roll(correct, seed + 1), loss=0.3)
+    write_model(repo, "mlp", correct, test_set, loss=0.2 + seed / 100)
+    write_model(repo, "lenet", np.roll(correct, seed + 1), test_set, loss=0.3)
     git_commit(repo, f"experiment {name}")
     commit = run(["git", "rev-parse", "HEAD"], repo).strip()
     run(["git", "update-ref", f"refs/exps/{head[:2]}/{head[2:]}/{name}", commit], repo)
@@ -233,3 +233,17 @@ def test_an_ambiguous_experiment_name(experiments: tuple[Path, list[np.ndarray]]
         one_error(done.returncode, done.stderr, "seed-1: several experiments have this name", other[:7])
     finally:
         run(["git", "update-ref", "-d", ref], repo)
+
+
+def test_seed_group_member_on_another_test_set(experiments: tuple[Path, list[np.ndarray]], tmp_path: Path) -> None:
+    repo, runs = experiments
+    head = run(["git", "rev-parse", "HEAD"], repo).strip()
+    commit = experiment(repo, "seed-7", 7, 0.1, runs[0], "sha256:another-split")  # another test set
+    commit_ref = f"refs/exps/{head[:2]}/{head[2:]}/seed-7"
+    try:
+        done = compare_in(repo, "--seeds", "seed-0", "seed-1", "seed-7")
+        assert done.returncode == 0, done.stderr
+        assert "ds/mlp: refused: the members' test sets differ" in done.stdout and commit
+        assert "ds: " not in done.stdout  # no pair of models compared across the two test sets
+    finally:
+        run(["git", "update-ref", "-d", commit_ref], repo)
