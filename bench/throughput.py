@@ -155,7 +155,8 @@ def main() -> None:
             steps = math.ceil(images / config.batch_size)
             epochs, rest = divmod(steps, math.ceil(n / config.batch_size))
             images = epochs * n + rest * config.batch_size  # an epoch's last batch may be short
-            config = for_device(config.model_copy(update={"epochs": None, "steps": steps}), device)
+            config = for_device(config.model_copy(update={"epochs": None, "steps": steps}),
+                                device).for_dataset(data.keeps_label, data.name)
             flops = 6 * forward_macs(create_model(name, data.image_shape, len(data.classes), **config.arch),
                                      data.image_shape)
             runs[variant] = (config, channels_last, images, flops)

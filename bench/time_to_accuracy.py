@@ -68,7 +68,7 @@ class NotebookFashionMNIST(Dataset):
 def load_fashion_mnist(tmp: Path) -> tuple[np.ndarray, np.ndarray, dict[str, tuple[int, int]]]:
     spec = get_dataset("fashion-mnist")
     download(spec, tmp / "raw")
-    images, labels, official, _ = READERS[spec.format](spec, tmp / "raw")
+    images, labels, official, *_ = READERS[spec.format](spec, tmp / "raw")
     return images, labels, official
 
 
@@ -134,11 +134,12 @@ def pipeline_lenet(images: np.ndarray, labels: np.ndarray, official: dict, tmp: 
     scoring = 0.0  # seconds spent scoring so far: taken off the training clock
     start = time.perf_counter()
 
-    run = stage_training(model, images, labels, split, for_device(config, torch.device("cpu")), norm,
+    config = for_device(config, torch.device("cpu")).for_dataset(get_dataset("fashion-mnist").keeps_label)
+    run = stage_training(model, images, labels, split, config, norm,
                          torch.device("cpu"), params.seed, tmp, params.checkpoint_every_s)
-    for epoch in run.epochs(tmp / "live", "lenet"):  # the model holds each epoch's weights in turn
+    for epoch in run.epochs(tmp / "live", "lenet"):  # run.state.evaluated holds each epoch's weights in turn
         scored = time.perf_counter()
-        accuracy = (predict(model, x_test, norm, 1000).argmax(1) == y_test).float().mean().item()
+        accuracy = (predict(run.state.evaluated, x_test, norm, 1000).argmax(1) == y_test).float().mean().item()
         rows.append((epoch, scored - start - scoring, accuracy))
         scoring += time.perf_counter() - scored
         if accuracy >= target:

@@ -6,6 +6,7 @@ value becomes one UserError line that names the key, the problem and what is val
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from typing import Annotated, Any, Literal
@@ -13,10 +14,12 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 from ruamel.yaml import YAML, YAMLError
 
-from pipeline.data.registry import DATASETS
+from pipeline.data.registry import DATASETS, LABEL_KEEPING
 from pipeline.runtime import UserError
 from pipeline.schema import (Fraction, FractionOrZero, NonNegativeFloat, PositiveFloat, PositiveInt, Section, Seed,
                              validate)
+
+log = logging.getLogger(__name__)
 
 # The models params.yaml may name; each is the module pipeline/models/<name>.py, which the registry
 # (pipeline.models.create_model) imports by this name and dvc.yaml's train and evaluate stages depend on.
@@ -50,6 +53,34 @@ def _check_image_folders(folders: dict[str, str]) -> dict[str, str]:
     return folders
 
 
+class ConversionConfig(Section):
+    """image_conversion.<name>: the user folder <name> holds images of any format, size, color and polarity,
+    each converted as predict converts its input (pipeline/data/convert.py)."""
+
+    size: PositiveInt | Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] = 28  # side or [H, W]
+    invert: Literal["auto"] | bool = "auto"  # auto: invert images whose border is light; true / false: always / never
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size(cls, size: Any) -> Any:
+        sides = size if isinstance(size, list) else [size]
+        if len(sides) != (2 if isinstance(size, list) else 1) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sides):
+            raise ValueError(f"must be a positive side in pixels, or [height, width] (got {size!r})")
+        return size
+
+    @field_validator("invert", mode="before")
+    @classmethod
+    def _invert(cls, invert: Any) -> Any:
+        if invert not in ("auto", True, False) or isinstance(invert, int) and not isinstance(invert, bool):
+            raise ValueError(f"must be auto, true or false (got {invert!r})")
+        return invert
+
+    def options(self) -> dict[str, object]:
+        """As pipeline.data.convert.Conversion takes them: size [H, W], invert auto | true | false."""
+        size = [self.size, self.size] if isinstance(self.size, int) else list(self.size)
+        return {"size": size, "invert": "auto" if self.invert == "auto" else ("true" if self.invert else "false")}
+
+
 class TrainConfig(Section):
     """One model's section: how to train it, plus `arch`, which goes to the model's constructor."""
 
@@ -70,7 +101,12 @@ class TrainConfig(Section):
     compile: bool = False  # torch.compile the model for training
     augment_rotation: Annotated[float, Field(ge=0, le=180)] = 0.0  # max random rotation of a train image, degrees
     augment_shift: Annotated[int, Field(ge=0, le=8)] = 0  # max random translation of a train image, pixels per axis
-    augment_flip: bool = False  # mirror train images left-right at random (clothing: yes; digits: no)
+    # Mirror train images left-right at random; auto: where the dataset states that a flip keeps the label
+    # (pipeline.data.registry: Fashion-MNIST yes, digits no), resolved by for_dataset before training.
+    augment_flip: Literal[True, False, "auto"] = "auto"
+    # Exponential moving average of the weights (timm's ModelEmaV3): the decay per optimizer step, warmed
+    # up as timm's use_warmup does; 0: off. The averaged weights are validated, selected and saved.
+    ema: FractionOrZero = 0.0
     arch: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -83,14 +119,31 @@ class TrainConfig(Section):
             raise ValueError("nesterov needs optimizer sgd with momentum > 0")
         return self
 
+    def for_dataset(self, keeps_label: tuple[str, ...], name: str = "this dataset") -> TrainConfig:
+        """This section as it trains on a dataset whose labels survive the transforms `keeps_label`
+        (pipeline.data.registry.LABEL_KEEPING): `augment_flip: auto` resolved to true or false. An explicit
+        flip or shift that the dataset does not keep is trained as asked, with a warning."""
+        flip = "flip" in keeps_label if self.augment_flip == "auto" else self.augment_flip
+        asked = {"flip": self.augment_flip is True, "shift": self.augment_shift > 0}
+        for transform in (t for t, on in asked.items() if on and t not in keeps_label):
+            log.warning("augment_%s is on, but %s does not state that a %s keeps its labels (it keeps: %s)",
+                        transform, name, transform, ", ".join(keeps_label) or "none")
+        return self.model_copy(update={"augment_flip": flip})
+
 
 # Test accuracy with the images rotated by this many degrees is a headline metric (accuracy_rotated_45 in
 # metrics.json, a column of the report) whenever evaluate.rotations lists the angle.
 HEADLINE_ROTATION = 45
 
 
+# Test-time augmentation: which views of each test image are averaged (their logits), as airbench does;
+# only the views the dataset's labels survive are used (see pipeline.evaluation.tta_views).
+TTA_CHOICES = ("none", "flip", "shifts", "both")
+
+
 class EvaluateConfig(Section):
     batch_size: PositiveInt  # images per inference batch; bounds evaluation memory
+    tta: Literal[TTA_CHOICES]  # none | flip | shifts | both
     rotations: Annotated[list[float], Field(min_length=1)]  # test-set rotation angles, degrees
     calibration_bins: PositiveInt  # equal-width confidence bins of the calibration error
     confusions: PositiveInt  # how many of the most frequent confusions details.json lists
@@ -112,6 +165,10 @@ class Params(Section):
     evaluate: EvaluateConfig
     plot: PlotConfig
     image_folders: dict[str, str]  # user datasets: name -> folder of <class>/<image> files
+    # name (of image_folders) -> conversion options; a folder named here need not be 8-bit grayscale of one size
+    image_conversion: dict[str, ConversionConfig] = Field(default_factory=dict)
+    # user datasets: name -> the transforms that keep its labels (a name left out: FOLDER_KEEPS_LABEL)
+    image_folder_keeps_label: dict[str, list[Literal[LABEL_KEEPING]]] = Field(default_factory=dict)
 
     _known_models = field_validator("models")(lambda sections: _check_names(sections, MODEL_NAMES))
     _valid_folders = field_validator("image_folders")(_check_image_folders)
@@ -121,9 +178,15 @@ class Params(Section):
         known = {**DATASETS, **self.image_folders}
         if unknown := [name for name in self.run.datasets if name not in known]:
             raise ValueError(f"run.datasets: unknown name {unknown[0]!r}; valid: {', '.join(known)}")
+        if stray := [name for name in self.image_conversion if name not in self.image_folders]:
+            raise ValueError(f"image_conversion.{stray[0]}: no image_folders entry of that name; "
+                             f"image_folders: {', '.join(self.image_folders) or 'none'}")
         missing = [name for name in self.run.models if name not in self.models]
         if missing:
             raise ValueError(f"run.models lists {missing[0]!r} but models: has no section for it")
+        if stray := [name for name in self.image_folder_keeps_label if name not in self.image_folders]:
+            raise ValueError(f"image_folder_keeps_label: {stray[0]!r} is not a name in image_folders; "
+                             f"valid: {', '.join(self.image_folders) or 'none (image_folders is empty)'}")
         return self
 
 

@@ -18,15 +18,58 @@ from pipeline.config import HEADLINE_ROTATION
 from pipeline.inference import Normalization
 from pipeline.metrics import calibration_bins, confusion_matrix, expected_calibration_error, top_confusions
 from pipeline.stats import BOOTSTRAP_ROUNDS, BOOTSTRAP_SEED, Interval, bootstrap_loss_ece, wilson
-from pipeline.transforms import rotate
+from pipeline.transforms import rotate, translate
+
+# evaluate.tta -> the transforms it asks to average over (pipeline.data.registry.LABEL_KEEPING names)
+TTA_TRANSFORMS = {"none": (), "flip": ("flip",), "shifts": ("shift",), "both": ("flip", "shift")}
+TTA_SHIFTS = ((-1, -1), (1, 1))  # airbench's two translations: one pixel up-left, one down-right
+
+
+def tta_views(asked: str, keeps_label: Sequence[str], trained_with: Sequence[str]) -> tuple[str, ...]:
+    """The transforms test-time augmentation averages over: those evaluate.tta `asked` for that keep the
+    dataset's labels (`keeps_label`, from the registry or params.yaml) and that the model saw in training
+    (`trained_with`: augment_flip, augment_shift), in LABEL_KEEPING order. The last, as airbench's views
+    are its training augmentations: a view the model never saw is a shifted input, not a second opinion
+    (the Fashion-MNIST mlp trained with flips lost 0.4 points to one-pixel shifts, docs/recipes.md)."""
+    return tuple(t for t in TTA_TRANSFORMS[asked] if t in keeps_label and t in trained_with)
+
+
+def trained_transforms(meta: dict) -> tuple[str, ...]:
+    """The LABEL_KEEPING transforms a model was trained with, from the metadata the train stage saved
+    (weights saved before they were recorded: none)."""
+    trained = {"flip": meta.get("augment_flip") is True, "shift": meta.get("augment_shift", 0) > 0}
+    return tuple(transform for transform, on in trained.items() if on)
+
+
+def averaged_logits(model: nn.Module, pixels: Tensor, norm: Normalization,
+                    views: Sequence[str]) -> tuple[Tensor, Tensor]:
+    """(logits averaged over the `views`, plain logits), each float32 (B, classes), of uint8 images (B, H, W).
+
+    As airbench weighs them: with "flip", the image and its mirror count half each; with "shift", that
+    result counts half and the same of the image moved one pixel up-left and one down-right a quarter each
+    (6 forward passes for both, 3 for shifts, 2 for flip)."""
+    def mirrored(images: Tensor) -> Tensor:
+        logits = model(norm.apply(images)).float()
+        if "flip" in views:
+            logits = 0.5 * logits + 0.5 * model(norm.apply(images.flip(-1))).float()
+        return logits
+
+    plain = model(norm.apply(pixels)).float()
+    if not views:
+        return plain, plain
+    logits = 0.5 * plain + 0.5 * model(norm.apply(pixels.flip(-1))).float() if "flip" in views else plain
+    if "shift" in views:
+        logits = 0.5 * logits + 0.25 * sum(mirrored(translate(pixels, dy, dx)) for dy, dx in TTA_SHIFTS)
+    return logits, plain
 
 
 @dataclass
 class ModelOutputs:
     """What the model says about the test set; everything on the CPU."""
 
-    loss: float  # mean cross-entropy of the unrotated test set
-    probabilities: np.ndarray  # float32 (N, classes): softmax of the unrotated logits
+    loss: float  # mean cross-entropy of the unrotated test set (its test-time augmentation averaged, if on)
+    probabilities: np.ndarray  # float32 (N, classes): softmax of the unrotated logits (the same)
+    plain_accuracy: float  # accuracy of the unrotated test set without test-time augmentation
     rotation_accuracy: dict[float, float]  # angle in degrees -> accuracy on the test set rotated by it
     throughput: float  # images per second of the unrotated pass, after a warm-up batch
     features: np.ndarray  # float32 (n, D): penultimate features of the rows asked for
@@ -54,8 +97,9 @@ def _sync(device: torch.device) -> None:
 @torch.inference_mode()
 def run_model(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, norm: Normalization,
               rotations: list[float], feature_rows: np.ndarray, batch_size: int,
-              device: torch.device) -> ModelOutputs:
-    """Run `model` over uint8 images (N, H, W) with int64 labels (N,): unrotated, then once per angle.
+              device: torch.device, tta: Sequence[str] = ()) -> ModelOutputs:
+    """Run `model` over uint8 images (N, H, W) with int64 labels (N,): unrotated (its logits averaged over
+    the test-time augmentation views `tta`, see averaged_logits), then plain once per angle.
 
     One batch of inputs and activations exists at a time; what is kept is (N, classes)
     probabilities, one accuracy per angle and the (n, D) features of `feature_rows`.
@@ -65,11 +109,12 @@ def run_model(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, norm:
         model(norm.apply(x))  # warm-up: one-time allocations and kernel choice stay out of the timing
     _sync(device)
     start = time.perf_counter()
-    loss_sum, probabilities, losses = 0.0, [], []
+    loss_sum, plain_correct, probabilities, losses = 0.0, 0, [], []
     for x, y in zip(batches(images, batch_size, device), batches(labels, batch_size, device)):
-        logits = model(norm.apply(x)).float()  # (B, classes)
+        logits, plain = averaged_logits(model, x, norm, tta)  # (B, classes) each
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         losses.append(F.cross_entropy(logits, y, reduction="none").cpu())  # (B,): for the loss's interval
+        plain_correct += (plain.argmax(1) == y).sum().item()
         probabilities.append(logits.softmax(1).cpu())
     _sync(device)
     throughput = len(images) / max(time.perf_counter() - start, 1e-9)
@@ -86,6 +131,7 @@ def run_model(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, norm:
     return ModelOutputs(
         loss=loss_sum / max(len(labels), 1),
         probabilities=torch.cat(probabilities).numpy() if probabilities else np.zeros((0, 0), np.float32),
+        plain_accuracy=plain_correct / max(len(labels), 1),
         rotation_accuracy=rotation_accuracy,
         throughput=throughput,
         features=torch.cat(features).numpy() if features else np.zeros((0, 0), np.float32),
@@ -93,17 +139,14 @@ def run_model(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, norm:
     )
 
 
-
-
-
-
-
-
 def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, classes: list[str], *,
              norm: Normalization, batch_size: int, device: torch.device, rotations: Sequence[float] = (),
-             bins: int = 15, confusions: int = 5,
-             feature_rows: np.ndarray | None = None) -> tuple[dict, dict, ModelOutputs]:
+             bins: int = 15, confusions: int = 5, feature_rows: np.ndarray | None = None,
+             tta: Sequence[str] = ()) -> tuple[dict, dict, ModelOutputs]:
     """(headline metrics, details, per-image outputs) of `model` on uint8 images (N, H, W), int64 labels (N,).
+
+    `tta` names the test-time augmentation views (tta_views) whose logits are averaged for the headline
+    accuracy, loss and calibration; rotation robustness measures the plain model.
 
     The headline metrics are the few numbers `dvc exp show` compares; the details (rotation curve,
     per-class scores, top confusions) are nested dicts of scalars, comparable with
@@ -111,7 +154,7 @@ def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, classes: 
     """
     rows = np.zeros(0, np.int64) if feature_rows is None else feature_rows
     outputs = run_model(model, images, labels, norm=norm, rotations=list(rotations), feature_rows=rows,
-                        batch_size=batch_size, device=device)
+                        batch_size=batch_size, device=device, tta=tta)
     predictions = outputs.predictions
     precision, recall, f1, support = precision_recall_fscore_support(
         labels, predictions, labels=np.arange(len(classes)), zero_division=0)
@@ -130,6 +173,10 @@ def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, classes: 
         "throughput_images_per_s": round(outputs.throughput, 1),  # machine-dependent, unlike the rest
     }
     details = {
+        # The views averaged for accuracy, loss and ece: "none", "flip", "shift" or "flip+shift". A string, not
+        # a list: DVC's plots read this file's one list of records ("rotation"), and a second list breaks them.
+        "tta": "+".join(tta) or "none",
+        "accuracy_without_tta": outputs.plain_accuracy,
         "num_images": len(labels),
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "f1_macro": float(np.mean(f1[present])) if present.any() else None,  # over the classes in the test set

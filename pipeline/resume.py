@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.averaging import WeightAverage
 from pipeline.config import TrainConfig
 from pipeline.io import READ_ERRORS, atomic_file
 from pipeline.runtime import brief
@@ -91,6 +92,12 @@ class TrainState:
     elapsed: float = 0.0  # training seconds, as of the last save (a resumed run's clock goes on from there)
     history: list[dict[str, float]] = field(default_factory=list)  # each epoch's metrics, in order
     best_weights: dict[str, torch.Tensor] | None = None  # a copy of the best epoch's model state
+    average: WeightAverage | None = None  # the weights' moving average (`ema`), when on: what is validated
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """The weights validation scores and the run keeps: the moving average when there is one."""
+        return self.model if self.average is None else self.average.module
 
     @property
     def epoch(self) -> int:
@@ -104,10 +111,10 @@ class TrainState:
         return losses.index(min(losses)) + 1 if losses else 0
 
     def end_epoch(self, metrics: dict[str, float]) -> None:
-        """Record an epoch's metrics; copy the weights if its validation loss is the lowest yet."""
+        """Record an epoch's metrics; copy the evaluated weights if its validation loss is the lowest yet."""
         self.history.append(metrics)
         if self.best_epoch == self.epoch:
-            self.best_weights = {key: value.detach().clone() for key, value in self.model.state_dict().items()}
+            self.best_weights = {key: value.detach().clone() for key, value in self.evaluated.state_dict().items()}
 
     def save(self, path: str | os.PathLike, fingerprint: str) -> None:
         """Write the state, tagged with `fingerprint`, to `path` (atomically: see save_checkpoint)."""
@@ -119,6 +126,7 @@ class TrainState:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "rng": rng, "history": self.history,
             "best_state": self.best_weights,
+            "average": None if self.average is None else self.average.module.state_dict(),
         })
 
     def restore(self, path: str | os.PathLike, fingerprint: str) -> bool:
@@ -135,6 +143,8 @@ class TrainState:
         if "cuda" in saved["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(saved["rng"]["cuda"], self.device)
         self.history, self.best_weights = saved["history"], saved["best_state"]
+        if self.average is not None:
+            self.average.module.load_state_dict(saved["average"])
         return True
 
 

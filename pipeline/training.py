@@ -26,6 +26,7 @@ from scmrepo.exceptions import SCMError
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from pipeline.averaging import WeightAverage
 from pipeline.config import TrainConfig
 from pipeline.inference import Normalization, predict
 from pipeline.resume import Checkpointing, TrainState
@@ -131,6 +132,8 @@ class Training:
                  checkpoint: Checkpointing | None = None) -> None:
         if config.precision not in ("fp32", "tf32", "bf16"):
             raise ValueError(f"precision {config.precision!r}: resolve it first (pipeline.device.for_device)")
+        if config.augment_flip == "auto":
+            raise ValueError("augment_flip 'auto': resolve it first (TrainConfig.for_dataset)")
         self.x_train, self.y_train, self.x_val, self.y_val = (
             torch.from_numpy(array[split[subset]]).to(device)
             for subset in ("train", "val") for array in (images, labels)
@@ -149,7 +152,8 @@ class Training:
         self.total_epochs = math.ceil(self.total_steps / steps_per_epoch)
         optimizer = OPTIMIZERS[config.optimizer](model.parameters(), config)
         self.state = TrainState(model, optimizer, SCHEDULES[config.schedule](optimizer, config, self.total_steps),
-                                torch.Generator().manual_seed(seed), device)  # batch order, apart from the global RNG
+                                torch.Generator().manual_seed(seed), device,  # batch order, apart from the global RNG
+                                average=WeightAverage(model, config.ema) if config.ema else None)
         # ---- resume from the last epoch of an interrupted run of these same settings, if one was saved
         if checkpoint and self.state.restore(checkpoint.path, checkpoint.fingerprint):
             log.info("resuming from %s after epoch %d of %d", checkpoint.path, self.state.epoch, self.total_epochs)
@@ -191,6 +195,8 @@ class Training:
             state.optimizer.step()
             state.scheduler.step()
             state.step += 1
+            if state.average is not None:
+                state.average.update(state.model, state.step)
             losses.append(loss.detach())
             torch.argmax(logits.detach(), 1, out=predicted[start:stop])
             sizes.append(stop - start)
@@ -203,15 +209,16 @@ class Training:
         }, losses
 
     def validate(self) -> dict[str, float]:
-        """A full validation pass: loss and accuracy."""
+        """A full validation pass of the evaluated weights (the moving average, if on): loss and accuracy."""
         with self.autocast:
-            logits = predict(self.state.model, self.x_val, self.norm, max(self.config.batch_size, VAL_BATCH))
+            logits = predict(self.state.evaluated, self.x_val, self.norm, max(self.config.batch_size, VAL_BATCH))
         return {"val/loss": F.cross_entropy(logits, self.y_val).item(),
                 "val/accuracy": (logits.argmax(1) == self.y_val).float().mean().item()}
 
     def epochs(self, live_dir: str | os.PathLike, desc: str = "train") -> Iterator[int]:
         """Train the epochs left, yielding each one's number once it is logged to `live_dir` (and saved, if
-        due) with the model holding its weights; after the last, the best weights are loaded back."""
+        due) with `state.evaluated` holding its weights; after the last, the best evaluated weights are
+        loaded into the model."""
         state, checkpoint = self.state, self.checkpoint
         try:
             live = Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)

@@ -51,3 +51,12 @@ def random_flip(images: Tensor, generator: torch.Generator) -> Tensor:
     """Mirror each image (B, H, W) left-right with probability 1/2 (right for clothing, wrong for digits)."""
     flip = (torch.rand(len(images), generator=generator) < 0.5).to(images.device)
     return torch.where(flip[:, None, None], images.flip(-1), images)
+
+
+def translate(images: Tensor, dy: int, dx: int) -> Tensor:
+    """Move every image (B, H, W) down by `dy` and right by `dx` pixels (negative: up, left), zero fill:
+    the raw background, as random_shift fills."""
+    pad = max(abs(dy), abs(dx))
+    height, width = images.shape[-2:]
+    padded = F.pad(images, (pad,) * 4)  # (B, H + 2p, W + 2p)
+    return padded[..., pad - dy:pad - dy + height, pad - dx:pad - dx + width]

@@ -1,6 +1,7 @@
 """Stage evaluate: headline test metrics, detail metrics (with 95% intervals), confusion data, which test
 images it got right (for paired comparisons from git) and per-image outputs of one trained model (params:
-evaluate, device)."""
+evaluate, device), with the test-time augmentation evaluate.tta asks for where the dataset's labels allow
+it and the model trained with it."""
 
 import numpy as np
 
@@ -8,7 +9,7 @@ from pipeline.config import load_params
 from pipeline.data.parsed import load_parsed
 from pipeline.data.split import load_split
 from pipeline.device import out_of_memory_as_error, resolve_device
-from pipeline.evaluation import evaluate, first_conv_filters
+from pipeline.evaluation import evaluate, first_conv_filters, trained_transforms, tta_views
 from pipeline.inference import Normalization
 from pipeline.io import atomic_file, write_json
 from pipeline.metrics import confusion_records, evenly_spaced
@@ -40,7 +41,8 @@ def main() -> None:
         metrics, details, outputs = evaluate(
             model, data.images[test], labels, data.classes, norm=Normalization(**meta["normalization"]),
             batch_size=config.batch_size, device=device, rotations=config.rotations, bins=config.calibration_bins,
-            confusions=config.confusions, feature_rows=feature_rows)
+            confusions=config.confusions, feature_rows=feature_rows,
+            tta=tta_views(config.tta, data.keeps_label, trained_transforms(meta)))
     predictions = outputs.predictions
     filters = first_conv_filters(model)  # None for models without a convolution
     # np.savez stamps every member with the same fixed date (zipfile's default for a member named by a

@@ -24,8 +24,10 @@ def main() -> None:
     if args.model not in params.models:
         raise UserError(f"--model {args.model!r} has no section under models:; sections: {', '.join(params.models)}")
     device = resolve_device(params.device)
-    config = for_device(params.models[args.model], device)  # the precision that runs, for fingerprint, train and meta
     data = load_parsed(args.parsed)
+    # The precision and augmentation that run (precision: auto, augment_flip: auto resolved for this device
+    # and dataset), for the fingerprint, the training and the saved metadata.
+    config = for_device(params.models[args.model], device).for_dataset(data.keeps_label, data.name)
     split = load_split(args.split)
     if config.batch_size > len(split["train"]):
         raise UserError(f"models.{args.model}.batch_size: {config.batch_size} is more than the "
@@ -45,7 +47,8 @@ def main() -> None:
         save_model(args.out, model, meta={
             "model": args.model, "arch": dict(config.arch), "dataset": data.name, "classes": data.classes,
             "image_shape": list(data.image_shape), "normalization": norm.to_dict(),
-            "precision": config.precision,
+            "precision": config.precision, "augment_flip": config.augment_flip,
+            "augment_shift": config.augment_shift, "ema": config.ema,
         })
     if args.checkpoint:
         remove_checkpoint(args.checkpoint)

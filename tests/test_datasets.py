@@ -141,15 +141,46 @@ def test_image_folders_params(params: dict, write_params, folders: dict, dataset
             load_params(write_params(params))
 
 
-def test_folder_download_parse_stages(tmp_path: Path) -> None:
-    """folder snapshots the user's folder; download copies the snapshot; parse names the classes."""
+def test_folder_download_parse_stages(tmp_path: Path, params: dict, write_params) -> None:
+    """folder snapshots the user's folder; download copies the snapshot; parse names the classes and records
+    the transforms that keep its labels: shifts unless params.yaml image_folder_keeps_label says otherwise."""
+    from pipeline.data.parsed import load_parsed
+
     write_folder(tmp_path / "mine", {"yes": 2, "no": 3}, size=(12, 12))
     assert run_module("src.folder", "--source", tmp_path / "mine", "--out", tmp_path / "folders" / "mine").returncode == 0
     assert run_module("src.download", "--dataset", "mine", "--folders", tmp_path / "folders",
                      "--out", tmp_path / "raw").returncode == 0
-    done = run_module("src.parse", "--dataset", "mine", "--raw", tmp_path / "raw", "--out", tmp_path / "parsed")
-    assert done.returncode == 0, done.stderr
-    from pipeline.data.parsed import load_parsed
+    params["image_folders"] = {"mine": str(tmp_path / "mine")}
+    for stated, kept in ((None, ("shift",)), (["flip", "shift"], ("flip", "shift")), ([], ())):
+        params["image_folder_keeps_label"] = {} if stated is None else {"mine": stated}
+        done = run_module("src.parse", "--dataset", "mine", "--raw", tmp_path / "raw", "--out", tmp_path / "parsed",
+                          "--params", write_params(params))
+        assert done.returncode == 0, done.stderr
+        parsed = load_parsed(tmp_path / "parsed")
+        assert parsed.classes == ["no", "yes"] and parsed.images.shape == (5, 12, 12)
+        assert parsed.keeps_label == kept
 
-    parsed = load_parsed(tmp_path / "parsed")
-    assert parsed.classes == ["no", "yes"] and parsed.images.shape == (5, 12, 12)
+
+def test_keeps_label_params(params: dict, write_params) -> None:
+    """image_folder_keeps_label names folders of image_folders and transforms of LABEL_KEEPING only."""
+    from pipeline.config import load_params
+
+    params["image_folders"] = {"mine": "/data/mine"}
+    params["image_folder_keeps_label"] = {"mine": ["flip"]}
+    assert load_params(write_params(params)).image_folder_keeps_label == {"mine": ["flip"]}
+    params["image_folder_keeps_label"] = {"theirs": ["flip"]}
+    with pytest.raises(UserError, match="image_folder_keeps_label: 'theirs' is not a name in image_folders; valid: "):
+        load_params(write_params(params))
+    params["image_folder_keeps_label"] = {"mine": ["rotate"]}
+    with pytest.raises(UserError, match=r"image_folder_keeps_label\.mine\.0: must be 'flip' or 'shift'"):
+        load_params(write_params(params))
+
+
+def test_registry_states_what_keeps_a_label() -> None:
+    """Clothing keeps flips and shifts; digits only shifts (a mirrored 2 is no 2)."""
+    from pipeline.data.registry import DATASETS, LABEL_KEEPING
+
+    assert DATASETS["fashion-mnist"].keeps_label == ("flip", "shift")
+    for name in ("mnist-5k", "mnist", "mnist-png", "mnist-rot-back-image"):
+        assert DATASETS[name].keeps_label == ("shift",), name
+    assert all(set(spec.keeps_label) <= set(LABEL_KEEPING) for spec in DATASETS.values())

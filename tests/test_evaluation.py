@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from sklearn.metrics import f1_score
 
 from pipeline.data.parsed import ParsedDataset
-from pipeline.evaluation import _sync, evaluate, first_conv_filters
+from pipeline.evaluation import _sync, averaged_logits, evaluate, first_conv_filters, trained_transforms, tta_views
 from pipeline.inference import Normalization, predict
 from pipeline.metrics import confusion_matrix, confusion_records, evenly_spaced
 from pipeline.models import create_model
@@ -110,6 +110,68 @@ def test_rotation_is_applied(lenet: torch.nn.Module, synthetic: ParsedDataset) -
     rotated, rotated_details, _ = run_evaluate(lenet, synthetic, turned, 128, [0, 90])
     assert rotated_details["rotation_accuracy"]["90"] == pytest.approx(original["accuracy"])
     assert rotated["accuracy"] != pytest.approx(original["accuracy"])  # the turned set alone is another set
+
+
+BOTH = ("flip", "shift")
+
+
+@pytest.mark.parametrize(("asked", "keeps_label", "trained_with", "views"), [
+    ("none", BOTH, BOTH, ()), ("both", BOTH, BOTH, BOTH), ("both", ("shift",), BOTH, ("shift",)),
+    ("flip", ("shift",), BOTH, ()), ("shifts", BOTH, BOTH, ("shift",)), ("both", (), BOTH, ()),
+    ("both", BOTH, ("flip",), ("flip",)), ("both", BOTH, (), ()), ("shifts", BOTH, ("flip",), ())])
+def test_tta_views_follow_the_dataset_and_the_training(asked: str, keeps_label: tuple, trained_with: tuple,
+                                                        views: tuple) -> None:
+    """evaluate.tta asks; only what keeps the dataset's labels (digits: never a flip) and what the model
+    trained with is averaged."""
+    assert tta_views(asked, keeps_label, trained_with) == views
+
+
+def test_trained_transforms_from_the_saved_metadata() -> None:
+    assert trained_transforms({"augment_flip": True, "augment_shift": 2}) == BOTH
+    assert trained_transforms({"augment_flip": False, "augment_shift": 1}) == ("shift",)
+    assert trained_transforms({"augment_flip": True, "augment_shift": 0}) == ("flip",)
+    assert trained_transforms({}) == ()  # weights saved before the train stage recorded them
+
+
+def test_averaged_logits_weigh_views_as_airbench(lenet: torch.nn.Module, synthetic: ParsedDataset) -> None:
+    """flip: the image and its mirror half each; shift: that, half, and the same of the image moved one pixel
+    up-left and one down-right, a quarter each. Checked against logits of views built by hand (NumPy)."""
+    pixels = synthetic.images[:16]
+    norm = Normalization.fit(synthetic.images)
+
+    def logits(images: np.ndarray) -> torch.Tensor:
+        return lenet.eval()(norm.apply(torch.from_numpy(np.ascontiguousarray(images)))).float()
+
+    def moved(images: np.ndarray, d: int) -> np.ndarray:  # content moved by (d, d), zero fill
+        padded = np.pad(images, ((0, 0), (1, 1), (1, 1)))
+        return padded[:, 1 - d:1 - d + 28, 1 - d:1 - d + 28]
+
+    with torch.inference_mode():
+        plain = logits(pixels)
+        mirrored = {d: 0.5 * logits(moved(pixels, d)) + 0.5 * logits(moved(pixels, d)[..., ::-1]) for d in (-1, 1)}
+        flip = 0.5 * plain + 0.5 * logits(pixels[..., ::-1])
+        expected = {(): plain, ("flip",): flip,
+                    ("shift",): 0.5 * plain + 0.25 * (logits(moved(pixels, -1)) + logits(moved(pixels, 1))),
+                    ("flip", "shift"): 0.5 * flip + 0.25 * (mirrored[-1] + mirrored[1])}
+        for views, want in expected.items():
+            got, untouched = averaged_logits(lenet, torch.from_numpy(pixels), norm, views)
+            torch.testing.assert_close(got, want, msg=str(views))
+            torch.testing.assert_close(untouched, plain)
+    assert moved(pixels, 1)[:, 1:, 1:].tolist() == pixels[:, :-1, :-1].tolist()  # down-right, as translate does
+
+
+def test_tta_in_details_and_rotations_stay_plain(lenet: torch.nn.Module, synthetic: ParsedDataset) -> None:
+    """With views averaged, details.json names them and keeps the plain accuracy; the rotation curve
+    measures the plain model (the same with and without)."""
+    plain, plain_details, _ = run_evaluate(lenet, synthetic, synthetic.images, 64, [0, 45])
+    averaged, details, outputs = evaluate(
+        lenet, synthetic.images, synthetic.labels, synthetic.classes, norm=Normalization.fit(synthetic.images),
+        batch_size=64, device=CPU, rotations=[0, 45], bins=10, confusions=4, tta=("flip", "shift"))
+    assert plain_details["tta"] == "none" and details["tta"] == "flip+shift"
+    assert details["accuracy_without_tta"] == plain["accuracy"] == plain_details["accuracy_without_tta"]
+    assert details["rotation_accuracy"] == plain_details["rotation_accuracy"]
+    assert averaged["accuracy"] == pytest.approx(np.mean(outputs.predictions == synthetic.labels))
+    assert averaged["loss"] != pytest.approx(plain["loss"])
 
 
 def test_class_absent_from_the_test_set_is_undefined(lenet: torch.nn.Module, synthetic: ParsedDataset) -> None:

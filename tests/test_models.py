@@ -84,7 +84,7 @@ def test_every_model_and_precision_trains_through_a_last_batch_of_one(tmp_path: 
     labels = np.arange(14) % 10
     split = {"train": np.arange(9), "val": np.arange(9, 14)}
     config = TrainConfig(epochs=1, batch_size=4, optimizer="adam", lr=1e-3, precision=precision,
-                         arch=SMALL_ARCH[name])
+                         augment_flip=False, arch=SMALL_ARCH[name])
     device = torch.device("cpu")
     try:
         config = for_device(config, device)
@@ -110,7 +110,8 @@ def test_batch_bounds(rows: int, batch_size: int, bounds: list[tuple[int, int]])
 
 def test_batch_norm_refuses_batches_of_one() -> None:
     images, labels = np.zeros((6, 16, 16), np.uint8), np.arange(6) % 10
-    config = TrainConfig(epochs=1, batch_size=1, optimizer="adam", lr=1e-3, arch=SMALL_ARCH["resnet"])
+    config = TrainConfig(epochs=1, batch_size=1, optimizer="adam", lr=1e-3, augment_flip=False,
+                         arch=SMALL_ARCH["resnet"])
     with pytest.raises(UserError, match="batch_size 1: the model's batch norm needs at least 2 images a batch"):
         Training(create_model("resnet", SMALL_IMAGE, 10, **config.arch), images, labels,
                  {"train": np.arange(4), "val": np.arange(4, 6)}, config, norm=Normalization(0.0, 1.0),

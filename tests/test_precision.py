@@ -119,7 +119,8 @@ def test_training_takes_a_resolved_precision(synthetic: ParsedDataset, synthetic
 
 
 def fit(data: ParsedDataset, split: dict[str, np.ndarray], live: Path, precision: str) -> torch.nn.Module:
-    config = TrainConfig(steps=40, batch_size=16, optimizer="adam", lr=3e-3, precision=precision, arch=LENET)
+    config = TrainConfig(steps=40, batch_size=16, optimizer="adam", lr=3e-3, precision=precision, augment_flip=False,
+                         arch=LENET)
     seed_everything(0)
     model = create_model("lenet", data.image_shape, 10, **config.arch)
     train(model, data.images, data.labels, split, for_device(config, CPU), norm=Normalization.fit(data.images),

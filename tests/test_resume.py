@@ -20,14 +20,22 @@ from pipeline import resume, training
 
 CPU = torch.device("cpu")
 CONFIG = TrainConfig(steps=50, batch_size=16, optimizer="sgd", lr=0.05, momentum=0.9, schedule="onecycle",
-                     grad_clip=1.0, label_smoothing=0.1, arch={"hidden": [32], "dropout": 0.2})  # 23 steps/epoch
+                     augment_flip=False, grad_clip=1.0, label_smoothing=0.1,
+                     arch={"hidden": [32], "dropout": 0.2})  # 23 steps/epoch
+
+
+# A resnet with batch norm and dropout, its weights averaged (ema): the average and the BatchNorm
+# statistics in it must resume as exactly as the weights.
+AVERAGED = CONFIG.model_copy(update={"optimizer": "adam", "lr": 3e-3, "momentum": 0.0, "ema": 0.9, "arch": {
+    "width": 8, "blocks": 2, "pool_after": [1, 2], "dropout": 0.2, "hidden": 16}})
 
 
 def fit(data: ParsedDataset, split: dict[str, np.ndarray], live: Path, config: TrainConfig = CONFIG,
         checkpoint: Path | None = None, every_s: float = 0.0) -> torch.nn.Module:
     seed_everything(0)
-    model = create_model("mlp", data.image_shape, 10, **config.arch)
-    ckpt = checkpoint and resume.Checkpointing(checkpoint, fingerprint("mlp", config, 0, split, "cpu"), every_s)
+    name = "resnet" if "width" in config.arch else "mlp"
+    model = create_model(name, data.image_shape, 10, **config.arch)
+    ckpt = checkpoint and resume.Checkpointing(checkpoint, fingerprint(name, config, 0, split, "cpu"), every_s)
     training.train(model, data.images, data.labels, split, config, norm=Normalization.fit(data.images),
                    device=CPU, seed=0, live_dir=live, checkpoint=ckpt)
     return model
@@ -41,12 +49,15 @@ def history(live: Path) -> dict:
     return {"metrics": metrics, "tsv": tsv}
 
 
+@pytest.mark.parametrize("config", [CONFIG, AVERAGED], ids=["mlp", "resnet-ema"])
 def test_step_budget_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
-                                synthetic: ParsedDataset, synthetic_split: dict[str, np.ndarray]) -> None:
+                                synthetic: ParsedDataset, synthetic_split: dict[str, np.ndarray],
+                                config: TrainConfig) -> None:
     """A run stopped after its 2nd epoch checkpoint and rerun ends with the weights and dvclive logs of a
-    run never stopped; a checkpoint of other settings is ignored."""
+    run never stopped (the weights' moving average and its BatchNorm statistics too); a checkpoint of other
+    settings is ignored."""
     monkeypatch.chdir(tmp_path)
-    reference = fit(synthetic, synthetic_split, tmp_path / "reference")
+    reference = fit(synthetic, synthetic_split, tmp_path / "reference", config)
     assert len(history(tmp_path / "reference")["tsv"]["plots/metrics/val/loss.tsv"]) == 1 + 3  # 50 steps: 3 epochs
 
     real_save = resume.save_checkpoint
@@ -58,12 +69,12 @@ def test_step_budget_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(resume, "save_checkpoint", save_then_die)
     checkpoint = tmp_path / "ckpt" / "mlp.pt"
     with pytest.raises(KeyboardInterrupt):
-        fit(synthetic, synthetic_split, tmp_path / "resumed", checkpoint=checkpoint)
+        fit(synthetic, synthetic_split, tmp_path / "resumed", config, checkpoint=checkpoint)
     monkeypatch.setattr(resume, "save_checkpoint", real_save)
     assert torch.load(checkpoint, weights_only=True)["epoch"] == 2
 
     # Other hyperparameters: the checkpoint is not theirs, and is ignored with a reason.
-    other = CONFIG.model_copy(update={"lr": 0.01})
+    other = config.model_copy(update={"lr": 0.01})
     with caplog.at_level(logging.WARNING):
         fit(synthetic, synthetic_split, tmp_path / "other", config=other, checkpoint=checkpoint.with_name("x.pt"))
         (checkpoint.parent / "x.pt").write_bytes(checkpoint.read_bytes())
@@ -73,7 +84,7 @@ def test_step_budget_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert history(tmp_path / "other") == history(tmp_path / "other2")
 
     with caplog.at_level(logging.INFO):
-        resumed = fit(synthetic, synthetic_split, tmp_path / "resumed", checkpoint=checkpoint)
+        resumed = fit(synthetic, synthetic_split, tmp_path / "resumed", config, checkpoint=checkpoint)
     assert "after epoch 2 of 3" in caplog.text
     assert history(tmp_path / "resumed") == history(tmp_path / "reference")
     for (key, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):

@@ -25,7 +25,8 @@ from pipeline.training import Training, TrainResult, train
 
 CPU = torch.device("cpu")
 EPOCHS = 3
-CONFIG = TrainConfig(epochs=EPOCHS, batch_size=16, optimizer="adam", lr=3e-3, arch={"hidden": [32], "dropout": 0.1})
+CONFIG = TrainConfig(epochs=EPOCHS, batch_size=16, optimizer="adam", lr=3e-3, augment_flip=False,
+                     arch={"hidden": [32], "dropout": 0.1})
 
 
 @dataclass

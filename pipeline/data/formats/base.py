@@ -15,6 +15,7 @@ class Parsed(NamedTuple):
     labels: np.ndarray  # int64 (N,)
     official: dict[str, tuple[int, int]]  # subset -> [start, stop) rows, as published
     classes: tuple[str, ...]
+    conversion: dict[str, object] | None = None  # what pipeline.data.convert did (converted image folders only)
 
 
 def check_arrays(spec: DatasetSpec, images: np.ndarray, labels: np.ndarray, source: str,
