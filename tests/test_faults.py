@@ -381,7 +381,7 @@ def test_missing_inputs(trained: Path, capsys: pytest.CaptureFixture[str], monke
     d = trained
     evaluate = ["--parsed", d / "parsed", "--split", d / "split", "--metrics", d / "r" / "metrics.json",
                 "--details", d / "r" / "details.json", "--confusion", d / "r" / "confusion.json", "--predictions", d / "r" / "predictions.npz",
-                "--params", d / "params.yaml"]
+                "--correct", d / "r" / "correct.json", "--params", d / "params.yaml"]
     cases = [
         ("train", train_args(d)[:4] + ["--split", d / "nosplit"] + train_args(d)[6:], ["nosplit", "split stage"]),
         ("evaluate", ["--weights", d / "none.pt", *evaluate], ["none.pt: missing", "train stage"]),
@@ -412,7 +412,7 @@ def evaluate_args(d: Path, parsed: Path) -> list[str | Path]:
     return ["--weights", d / "models" / "mlp.pt", "--parsed", parsed, "--split", d / "split",
             "--metrics", d / "r" / "metrics.json", "--details", d / "r" / "details.json",
             "--confusion", d / "r" / "confusion.json", "--predictions", d / "r" / "predictions.npz",
-            "--params", d / "params.yaml"]
+            "--correct", d / "r" / "correct.json", "--params", d / "params.yaml"]
 
 
 @pytest.mark.parametrize(("name", "classes", "fragments"), [
@@ -481,7 +481,7 @@ def test_report_without_training_log(tmp_path: Path, params: dict, capsys: pytes
               tmp_path / "params.yaml"]
     one_error(*call_stage("report", *report, capsys=capsys, monkeypatch=monkeypatch), "no metrics.json", "evaluate")
     (tmp_path / "results" / "mnist-5k" / "mlp").mkdir(parents=True)
-    for name in ("metrics.json", "details.json"):
+    for name in ("metrics.json", "details.json", "correct.json"):
         (tmp_path / "results" / "mnist-5k" / "mlp" / name).write_text("{}")
     one_error(*call_stage("report", *report, capsys=capsys, monkeypatch=monkeypatch), "no training log", "train")
     assert not (tmp_path / "rep").exists()
