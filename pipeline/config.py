@@ -151,6 +151,31 @@ class EvaluateConfig(Section):
     embedding_points: Annotated[int, Field(ge=2)]
 
 
+# host:port of a rendezvous: a name or IPv4 address, or an [IPv6] address
+ENDPOINT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):[0-9]{1,5}")
+
+
+class DistributedConfig(Section):
+    """How many processes train one model (pipeline/distributed.py); the world size changes results."""
+
+    nproc_per_node: PositiveInt  # training processes on each machine (1: one process, no process group)
+    nnodes: PositiveInt  # machines taking part (above 1: the others join at rdzv_endpoint; docs/scaling.md)
+    rdzv_endpoint: str  # host:port of the first machine's rendezvous, where the others meet it (nnodes > 1)
+    timeout_s: PositiveFloat  # how long a rank waits for its peers (rendezvous, collectives) before failing
+
+    _endpoint = field_validator("rdzv_endpoint")(lambda value: _check_endpoint(value))
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc_per_node * self.nnodes
+
+
+def _check_endpoint(value: str) -> str:
+    if not ENDPOINT.fullmatch(value) or not 0 < int(value.rsplit(":", 1)[1]) < 65536:
+        raise ValueError(f"{value!r} is not host:port (e.g. node1.example.org:29400 or 10.0.0.1:29400)")
+    return value
+
+
 class PlotConfig(Section):
     grid_size: Annotated[int, Field(gt=0, le=20)]  # the predictions figure shows grid_size x grid_size images
 
@@ -159,6 +184,7 @@ class Params(Section):
     seed: Seed
     device: Literal["auto", "cpu", "cuda", "mps"]
     checkpoint_every_s: NonNegativeFloat  # training seconds between resume checkpoints
+    distributed: DistributedConfig
     run: RunConfig
     split: SplitConfig
     models: dict[str, TrainConfig]

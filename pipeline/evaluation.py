@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from pipeline.config import HEADLINE_ROTATION
 from pipeline.inference import Normalization
 from pipeline.metrics import calibration_bins, confusion_matrix, expected_calibration_error, top_confusions
+from pipeline.stats import BOOTSTRAP_ROUNDS, BOOTSTRAP_SEED, Interval, bootstrap_loss_ece, wilson
 from pipeline.transforms import rotate, translate
 
 # evaluate.tta -> the transforms it asks to average over (pipeline.data.registry.LABEL_KEEPING names)
@@ -72,6 +73,7 @@ class ModelOutputs:
     rotation_accuracy: dict[float, float]  # angle in degrees -> accuracy on the test set rotated by it
     throughput: float  # images per second of the unrotated pass, after a warm-up batch
     features: np.ndarray  # float32 (n, D): penultimate features of the rows asked for
+    losses: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # float32 (N,) cross-entropy
     reliability: dict[str, np.ndarray] = field(default_factory=dict)  # calibration_bins() of the unrotated pass
 
     @property
@@ -107,10 +109,11 @@ def run_model(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, norm:
         model(norm.apply(x))  # warm-up: one-time allocations and kernel choice stay out of the timing
     _sync(device)
     start = time.perf_counter()
-    loss_sum, plain_correct, probabilities = 0.0, 0, []
+    loss_sum, plain_correct, probabilities, losses = 0.0, 0, [], []
     for x, y in zip(batches(images, batch_size, device), batches(labels, batch_size, device)):
         logits, plain = averaged_logits(model, x, norm, tta)  # (B, classes) each
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        losses.append(F.cross_entropy(logits, y, reduction="none").cpu())  # (B,): for the loss's interval
         plain_correct += (plain.argmax(1) == y).sum().item()
         probabilities.append(logits.softmax(1).cpu())
     _sync(device)
@@ -132,6 +135,7 @@ def run_model(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, norm:
         rotation_accuracy=rotation_accuracy,
         throughput=throughput,
         features=torch.cat(features).numpy() if features else np.zeros((0, 0), np.float32),
+        losses=torch.cat(losses).numpy() if losses else np.zeros(0, np.float32),
     )
 
 
@@ -185,8 +189,23 @@ def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, classes: 
                              "f1": float(f) if here else None}
                       for name, p, r, f, here, said in zip(classes, precision, recall, f1, present, predicted)},
         "confusions": top_confusions(confusion_matrix(labels, predictions, len(classes)), classes, confusions),
+        "intervals": intervals(metrics, outputs, labels, bins),
     }
     return metrics, details, outputs
+
+
+def intervals(metrics: dict, outputs: ModelOutputs, labels: np.ndarray, bins: int) -> dict[str, dict]:
+    """95% intervals of the headline test metrics (not throughput, a property of the machine): Wilson's for
+    the accuracies, a seeded percentile bootstrap over the test images for loss and ECE (pipeline/stats.py)."""
+    n, correct = len(labels), outputs.predictions == labels
+    loss, ece = bootstrap_loss_ece(outputs.losses, outputs.probabilities.max(1), correct, bins)
+    bootstrap = f"percentile bootstrap, {BOOTSTRAP_ROUNDS} resamples, seed {BOOTSTRAP_SEED}"
+    found = {"accuracy": wilson(int(correct.sum()), n).as_dict("wilson"),
+             "loss": Interval(metrics["loss"], *loss).as_dict(bootstrap),
+             "ece": Interval(metrics["ece"], *ece).as_dict(bootstrap)}
+    for name in [key for key in metrics if key.startswith("accuracy_rotated_")]:
+        found[name] = wilson(round(metrics[name] * n), n).as_dict("wilson")  # accuracy = count / n exactly
+    return found
 
 
 def first_conv_filters(model: nn.Module) -> np.ndarray | None:

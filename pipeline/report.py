@@ -1,5 +1,6 @@
-"""The cross-model report: reports/summary.md, one row per dataset x model, the comparison figures and
-reports/curves.tsv, read from each model's metrics.json, details.json and train/ (dvclive)."""
+"""The cross-model report: reports/summary.md, one row per dataset x model with 95% intervals, each pair of
+models per dataset compared on the same test images (paired difference, exact McNemar test), the comparison
+figures and reports/curves.tsv, read from each model's metrics.json, details.json, correct.json and train/."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import numpy as np
 from pipeline.config import HEADLINE_ROTATION
 from pipeline.history import read_dvclive_history
 from pipeline.io import atomic_dir, atomic_file, read_json, reading
+from pipeline.outcomes import Outcomes, decode
 from pipeline.plots import plot_models_curves, plot_robustness
 from pipeline.runtime import UserError
+from pipeline.stats import ALPHA, compare, holm
 
 History = dict[str, tuple[np.ndarray, np.ndarray]]  # read_dvclive_history(): "val/loss" -> (epochs, values)
 
@@ -30,6 +33,7 @@ class ReportRow:
     num_parameters: int
     best_epoch: int
     epochs: int
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # metric -> 95% (low, high)
 
 
 @dataclass
@@ -39,6 +43,7 @@ class Results:
     rows: list[ReportRow] = field(default_factory=list)
     histories: dict[str, dict[str, History]] = field(default_factory=dict)  # dataset -> model -> history
     robustness: dict[str, dict[str, dict[float, float]]] = field(default_factory=dict)  # ... -> angle -> accuracy
+    outcomes: dict[str, dict[str, Outcomes]] = field(default_factory=dict)  # dataset -> model -> test images right
 
 
 def read_results(results: Path, datasets: list[str], models: list[str]) -> Results:
@@ -48,7 +53,7 @@ def read_results(results: Path, datasets: list[str], models: list[str]) -> Resul
     for dataset in datasets:
         for model in models:
             folder = results / dataset / model
-            for name in ("metrics.json", "details.json"):
+            for name in ("metrics.json", "details.json", "correct.json"):
                 if not (folder / name).is_file():
                     raise UserError(f"{folder}: no {name} (run the evaluate stage first)")
             history = read_dvclive_history(folder / "train")
@@ -60,9 +65,12 @@ def read_results(results: Path, datasets: list[str], models: list[str]) -> Resul
                 details = read_json(folder / "details.json")
                 rotated = details["rotation_accuracy"]
                 detail_scores = (rotated.get(str(HEADLINE_ROTATION)), details["num_parameters"])
+                intervals = {name: (found["low"], found["high"]) for name, found in details["intervals"].items()}
+            with reading(folder / "correct.json", "evaluate"):
+                read.outcomes.setdefault(dataset, {})[model] = decode(read_json(folder / "correct.json"))
             with reading(folder / "train" / "metrics.json", "train"):
                 fit = (read_json(folder / "train" / "metrics.json")["best_epoch"], epochs)
-            read.rows.append(ReportRow(dataset, model, *scores, *detail_scores, *fit))
+            read.rows.append(ReportRow(dataset, model, *scores, *detail_scores, *fit, intervals))
             read.histories.setdefault(dataset, {})[model] = history
             read.robustness.setdefault(dataset, {})[model] = {float(angle): value for angle, value in rotated.items()}
     return read
@@ -81,8 +89,40 @@ def write_figures(results: Results, figures: Path, summary: Path) -> dict[str, l
     return listed
 
 
-def render_summary(rows: list[ReportRow], figures: dict[str, list[tuple[str, str]]]) -> str:
-    """Markdown: a table of test results, best model first within each dataset, then the figures.
+def _with_interval(row: ReportRow, metric: str, value: float) -> str:
+    low, high = row.intervals.get(metric, (None, None))
+    return f"{value:.4f}" if low is None else f"{value:.4f} [{low:.4f}, {high:.4f}]"
+
+
+def paired_section(models: list[str], outcomes: dict[str, Outcomes]) -> list[str]:
+    """Markdown comparing each pair of `models` (best first) on the same test images: accuracy difference
+    with Newcombe's 95% interval, exact McNemar p, Holm's adjustment over the pairs, and in words."""
+    pairs = [(better, other) for i, better in enumerate(models) for other in models[i + 1:]
+             if outcomes[better].test_set == outcomes[other].test_set]
+    if not pairs:
+        return []
+    tests = [compare(outcomes[other].correct, outcomes[better].correct) for better, other in pairs]
+    adjusted = holm([test.p for test in tests])
+    lines = ["", f"Each pair of models on the same {len(outcomes[models[0]].correct):,} test images:", "",
+             "| model | vs model | accuracy difference [95% CI] | only the first right | only the second right "
+             "| McNemar p | Holm p |", "|---|---|---:|---:|---:|---:|---:|"]
+    detectable, not_detectable = [], []
+    for (better, other), test, p_holm in zip(pairs, tests, adjusted):
+        lines.append(f"| {better} | {other} | {test.difference.format(sign=True)} | {test.table.first_only} "
+                     f"| {test.table.second_only} | {test.p:.3g} | {p_holm:.3g} |")
+        (detectable if p_holm < ALPHA and test.difference.estimate > 0 else not_detectable).append((better, other))
+    words = [f"Detectable at {ALPHA:.0%} (exact McNemar test, Holm-adjusted over the {len(pairs)} pairs): "
+             + (", ".join(f"{b} is better than {o}" for b, o in detectable) or "none") + "."]
+    if not_detectable:
+        words.append("Not detectable: " + ", ".join(f"{b} vs {o}" for b, o in not_detectable)
+                     + " (the difference could be luck of the test set).")
+    return lines + ["", " ".join(words)]
+
+
+def render_summary(rows: list[ReportRow], figures: dict[str, list[tuple[str, str]]],
+                   outcomes: dict[str, dict[str, Outcomes]] | None = None) -> str:
+    """Markdown: a table of test results with 95% intervals, best model first within each dataset, then per
+    dataset the paired comparisons of its models (from `outcomes`: dataset -> model -> Outcomes) and figures.
 
     `figures` maps a dataset to (caption, path relative to the summary) pairs. No machine-dependent
     number (train time, throughput) goes in: the same results give the same bytes on any machine.
@@ -94,18 +134,26 @@ def render_summary(rows: list[ReportRow], figures: dict[str, list[tuple[str, str
         (f"ECE: expected calibration error. Accuracy at {HEADLINE_ROTATION}°: the test set rotated by "
          f"{HEADLINE_ROTATION} degrees. Train time and inference throughput depend on the machine, so they are "
          "not here: `dvc metrics show` lists them (`train_time_s`, `throughput_images_per_s`)."),
+        ("In brackets: 95% intervals over the test set (Wilson's for accuracy, a bootstrap for loss and ECE); "
+         "they do not cover a rerun with another seed (`python -m src.compare --seeds`, docs/comparing.md)."),
         "",
         (f"| dataset | model | test accuracy | test loss | ECE | accuracy at {HEADLINE_ROTATION}° | parameters "
          "| best epoch |"),
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in sorted(rows, key=lambda r: (r.dataset, -r.test_accuracy)):
-        rotated = "–" if row.rotated_accuracy is None else f"{row.rotated_accuracy:.4f}"
-        lines.append(f"| {row.dataset} | {row.model} | {row.test_accuracy:.4f} | {row.test_loss:.4f} "
-                     f"| {row.ece:.4f} | {rotated} | {row.num_parameters:,} | {row.best_epoch} / {row.epochs} |")
-    for dataset, pictures in figures.items():
-        lines += ["", f"## {dataset}", ""]
-        lines += [f"![{caption}]({path})" for caption, path in pictures]
+        rotated = ("–" if row.rotated_accuracy is None else
+                   _with_interval(row, f"accuracy_rotated_{HEADLINE_ROTATION}", row.rotated_accuracy))
+        lines.append(f"| {row.dataset} | {row.model} | {_with_interval(row, 'accuracy', row.test_accuracy)} "
+                     f"| {_with_interval(row, 'loss', row.test_loss)} | {_with_interval(row, 'ece', row.ece)} "
+                     f"| {rotated} | {row.num_parameters:,} | {row.best_epoch} / {row.epochs} |")
+    outcomes = outcomes or {}
+    for dataset in dict.fromkeys([*figures, *outcomes]):
+        found = outcomes.get(dataset, {})
+        best_first = [row.model for row in sorted(rows, key=lambda r: -r.test_accuracy)
+                      if row.dataset == dataset and row.model in found]
+        lines += ["", f"## {dataset}", *paired_section(best_first, found), ""]
+        lines += [f"![{caption}]({path})" for caption, path in figures.get(dataset, [])]
         models = sorted({row.model for row in rows if row.dataset == dataset})
         links = ", ".join(f"[{model}](../results/{dataset}/{model}/figures/)" for model in models)
         lines += ["", ("Per-model figures (training curves, confusion, predictions, most confident mistakes, "

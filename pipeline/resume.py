@@ -6,7 +6,7 @@ most every `checkpoint_every_s` seconds of params.yaml) and is removed by the st
 are written. A fingerprint of everything that shapes the run (model name, its params section with the
 precision resolved, seed, device kind, data and split) guards against resuming another run's state.
 
-`TrainState` is what changes as a run trains; its `save` and `restore` stand side by side, so the two
+`TrainState` is what changes as a run trains; its `save` and `load` stand side by side, so the two
 stay in step, over the file-level `save_checkpoint` / `load_checkpoint`.
 """
 
@@ -32,11 +32,13 @@ from pipeline.runtime import brief
 log = logging.getLogger(__name__)
 
 
-def fingerprint(model: str, config: TrainConfig, seed: int, arrays: dict[str, np.ndarray], device: str) -> str:
+def fingerprint(model: str, config: TrainConfig, seed: int, arrays: dict[str, np.ndarray], device: str,
+                world_size: int = 1) -> str:
     """SHA-256 of the model name, its params section, the seed, the device kind (pipeline.device.device_kind:
-    another kind computes other numbers) and the bytes of the data and split arrays."""
+    another kind computes other numbers), the number of training processes and the bytes of the data and
+    split arrays."""
     digest = hashlib.sha256(json.dumps({"model": model, "params": config.model_dump(), "seed": seed,
-                                        "device": device}, sort_keys=True).encode())
+                                        "device": device, "world_size": world_size}, sort_keys=True).encode())
     for name in sorted(arrays):
         array = np.ascontiguousarray(arrays[name])
         digest.update(f"{name}:{array.dtype}:{array.shape}".encode())
@@ -116,11 +118,19 @@ class TrainState:
         if self.best_epoch == self.epoch:
             self.best_weights = {key: value.detach().clone() for key, value in self.evaluated.state_dict().items()}
 
-    def save(self, path: str | os.PathLike, fingerprint: str) -> None:
-        """Write the state, tagged with `fingerprint`, to `path` (atomically: see save_checkpoint)."""
-        rng = {"torch": torch.get_rng_state(), "batches": self.generator.get_state()}
+    def rng_state(self) -> dict[str, torch.Tensor]:
+        """This process's own RNG states (dropout): torch's on the CPU, and on the CUDA device if it trains there."""
+        rng = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return rng
+
+    def save(self, path: str | os.PathLike, fingerprint: str, ranks: list[dict[str, torch.Tensor]] | None = None) -> None:
+        """Write the state, tagged with `fingerprint`, to `path` (atomically: see save_checkpoint); `ranks`: every
+        training process's rng_state(), when there are several."""
+        rng = {**self.rng_state(), "batches": self.generator.get_state()}
+        if ranks is not None:
+            rng["ranks"] = ranks
         save_checkpoint(path, {
             "fingerprint": fingerprint, "epoch": self.epoch, "step": self.step, "elapsed": self.elapsed,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -129,23 +139,20 @@ class TrainState:
             "average": None if self.average is None else self.average.module.state_dict(),
         })
 
-    def restore(self, path: str | os.PathLike, fingerprint: str) -> bool:
-        """Take the state saved at `path` if it carries `fingerprint`; whether it did."""
-        saved = load_checkpoint(path, fingerprint)
-        if saved is None:
-            return False
+    def load(self, saved: dict[str, Any], rank: int = 0) -> None:
+        """Take a state read by load_checkpoint; `rank` picks this process's RNG states from a run of several."""
         self.step, self.elapsed = saved["step"], saved["elapsed"]
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(saved["rng"]["torch"])
+        rng = saved["rng"]["ranks"][rank] if "ranks" in saved["rng"] else saved["rng"]
+        torch.set_rng_state(rng["torch"])
         self.generator.set_state(saved["rng"]["batches"])
-        if "cuda" in saved["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(saved["rng"]["cuda"], self.device)
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
         self.history, self.best_weights = saved["history"], saved["best_state"]
         if self.average is not None:
             self.average.module.load_state_dict(saved["average"])
-        return True
 
 
 def remove_checkpoint(path: str | os.PathLike) -> None:

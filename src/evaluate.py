@@ -1,6 +1,7 @@
-"""Stage evaluate: headline test metrics, detail metrics, confusion data and per-image outputs of one
-trained model (params: evaluate, device), with the test-time augmentation evaluate.tta asks for where the
-dataset's labels allow it and the model trained with it."""
+"""Stage evaluate: headline test metrics, detail metrics (with 95% intervals), confusion data, which test
+images it got right (for paired comparisons from git) and per-image outputs of one trained model (params:
+evaluate, device), with the test-time augmentation evaluate.tta asks for where the dataset's labels allow
+it and the model trained with it."""
 
 import numpy as np
 
@@ -13,6 +14,7 @@ from pipeline.inference import Normalization
 from pipeline.io import atomic_file, write_json
 from pipeline.metrics import confusion_records, evenly_spaced
 from pipeline.models.checkpoint import check_trained_on, load_model
+from pipeline.outcomes import Outcomes, encode, hash_test_set
 from pipeline.runtime import run_stage
 from src import PARSED, SPLIT, stage_args
 
@@ -20,7 +22,8 @@ from src import PARSED, SPLIT, stage_args
 def main() -> None:
     args = stage_args(__doc__, params=True, weights="file written by the train stage", parsed=PARSED, split=SPLIT,
                       metrics="output: headline metrics JSON",
-                      details="output: detail JSON (rotation curve, per-class scores, top confusions)",
+                      details="output: detail JSON (rotation curve, per-class scores, top confusions, intervals)",
+                      correct="output: which test images it got right (bitmap) and the test set's hash, JSON",
                       confusion="output: {actual, predicted} records JSON",
                       predictions="output (.npz): probabilities, reliability bins, features, first-layer filters")
 
@@ -50,6 +53,8 @@ def main() -> None:
                  **{f"reliability_{key}": value for key, value in outputs.reliability.items()},
                  **({} if filters is None else {"filters": filters}))
     write_json(args.confusion, confusion_records(labels, predictions, data.classes))
+    outcomes = Outcomes(hash_test_set(test, labels, data.images[test]), predictions == labels)
+    write_json(args.correct, encode(outcomes, labels, data.classes))
     write_json(args.details, details)
     write_json(args.metrics, metrics)
 

@@ -1,7 +1,8 @@
 """Stage report: reports/summary.md comparing every dataset x model listed under run: in params.yaml, with
-per-dataset comparison figures (training curves of every model, rotation robustness) and
-reports/curves.tsv, the training curves of every model for `dvc plots diff`. Reads each model's
-metrics.json, details.json and train/ (dvclive); writes no machine-dependent number."""
+95% intervals, each pair of models per dataset tested on the same test images, per-dataset comparison
+figures (training curves of every model, rotation robustness) and reports/curves.tsv, the training curves
+of every model for `dvc plots diff`. Reads each model's metrics.json, details.json, correct.json and
+train/ (dvclive); writes no machine-dependent number."""
 
 from pipeline.config import load_params
 from pipeline.io import atomic_file
@@ -20,7 +21,7 @@ def main() -> None:
     figures = write_figures(results, args.figures, args.out)
     write_curves(args.curves, results.histories)
     with atomic_file(args.out) as tmp:
-        tmp.write_text(render_summary(results.rows, figures))
+        tmp.write_text(render_summary(results.rows, figures, results.outcomes))
 
 
 if __name__ == "__main__":

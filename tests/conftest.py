@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib
 import os
 import re
 import shutil
@@ -19,9 +20,10 @@ import numpy as np
 import pytest
 from ruamel.yaml import YAML
 
-from pipeline.data.parsed import ParsedDataset
+from pipeline.data.parsed import ParsedDataset, save_parsed
 from pipeline.data.registry import MIRROR_ENV
-from pipeline.data.split import make_split
+from pipeline.data.split import make_split, save_split
+from pipeline.runtime import run_stage
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The offline mirror of real data: $MNIST_PIPELINE_MIRROR if set, else the folder beside the repository.
@@ -84,6 +86,20 @@ def one_error(code: int | str | None, stderr: str, *fragments: str) -> str:
     return errors[0]
 
 
+def call_stage(stage: str, *args: str | Path, capsys: pytest.CaptureFixture[str],
+               monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
+    """Run `python -m src.<stage> args` in-process through run_stage(); returns (exit status, stderr)."""
+    module = importlib.import_module(f"src.{stage}")
+    monkeypatch.setattr(sys, "argv", [stage, *map(str, args)])
+    capsys.readouterr()
+    try:
+        run_stage(module.main)
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+    return code, capsys.readouterr().err
+
+
 NUM_CLASSES = 10
 PER_CLASS = 60
 SIDE = 28
@@ -136,6 +152,29 @@ def dump_params(data: dict[str, Any], path: Path) -> Path:
 def write_params(tmp_path: Path) -> Callable[[dict[str, Any]], Path]:
     """write_params(dict) -> path of a params.yaml holding it, inside tmp_path."""
     return lambda data: dump_params(data, tmp_path / "params.yaml")
+
+
+def set_keys(params: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """`params` with each dotted key of `changes` ('models.mlp.lr': 0.1) set to its value, in place; returned."""
+    for dotted, value in changes.items():
+        node = params
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    return params
+
+
+@pytest.fixture
+def stage_dir(tmp_path: Path, synthetic: ParsedDataset, synthetic_split: dict[str, np.ndarray],
+              params: dict[str, Any]) -> Path:
+    """tmp_path with parsed/, split/ (the synthetic set) and params.yaml (committed, mlp 1 epoch, cpu)."""
+    save_parsed(synthetic, tmp_path / "parsed")
+    save_split(synthetic_split, tmp_path / "split")
+    params["device"] = "cpu"
+    params["models"]["mlp"].update(epochs=1, batch_size=32)
+    dump_params(params, tmp_path / "params.yaml")
+    return tmp_path
 
 
 def write_dvclive_tree(live_dir: Path, epochs: int = 4) -> None:

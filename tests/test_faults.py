@@ -43,27 +43,14 @@ from pipeline.io import atomic_dir, atomic_file
 from pipeline.models import MODELS, create_model
 from pipeline.models.checkpoint import load_model, save_model
 from pipeline.resume import load_checkpoint
-from pipeline.runtime import UserError, run_stage
-from conftest import REPO_ROOT, committed_params_dict, committed_params_text, dump_params, one_error, run_module
+from pipeline.runtime import UserError
+from conftest import (REPO_ROOT, call_stage, committed_params_dict, committed_params_text, dump_params, one_error,
+                      run_module, set_keys)
 
 IS_ROOT = os.geteuid() == 0
 
 
 # ---------------------------------------------------------------- helpers
-
-def call_stage(stage: str, *args: str | Path, capsys: pytest.CaptureFixture[str],
-               monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
-    """Run `python -m src.<stage> args` in-process through run_stage(); returns (exit status, stderr)."""
-    module = importlib.import_module(f"src.{stage}")
-    monkeypatch.setattr(sys, "argv", [stage, *map(str, args)])
-    capsys.readouterr()
-    try:
-        run_stage(module.main)
-        code = 0
-    except SystemExit as stop:
-        code = stop.code
-    return code, capsys.readouterr().err
-
 
 def snapshot(*paths: Path) -> dict[str, bytes]:
     """Every file under `paths` with its bytes, to show earlier outputs were left as they were."""
@@ -85,18 +72,6 @@ def temporaries(folder: Path) -> list[str]:
                   if not any(_is_temporary(part) for part in p.relative_to(folder).parts[:-1]))
 
 
-@pytest.fixture
-def stage_dir(tmp_path: Path, synthetic: ParsedDataset, synthetic_split: dict[str, np.ndarray],
-              params: dict[str, Any]) -> Path:
-    """tmp_path with parsed/, split/ (the synthetic set) and params.yaml (committed, mlp 1 epoch, cpu)."""
-    save_parsed(synthetic, tmp_path / "parsed")
-    save_split(synthetic_split, tmp_path / "split")
-    params["device"] = "cpu"
-    params["models"]["mlp"].update(epochs=1, batch_size=32)
-    dump_params(params, tmp_path / "params.yaml")
-    return tmp_path
-
-
 def train_args(d: Path, params: Path | None = None) -> list[str | Path]:
     return ["--model", "mlp", "--parsed", d / "parsed", "--split", d / "split", "--out", d / "models" / "mlp.pt",
             "--live", d / "results" / "train", "--params", params or d / "params.yaml"]
@@ -107,13 +82,7 @@ def with_params(d: Path, params: dict[str, Any], **changes: Any) -> Path:
     edited = copy.deepcopy(params)
     edited["device"] = "cpu"
     edited["models"]["mlp"].update(epochs=1, batch_size=32)
-    for dotted, value in changes.items():
-        node = edited
-        *parents, last = dotted.split(".")
-        for part in parents:
-            node = node[part]
-        node[last] = value
-    return dump_params(edited, d / "edited.yaml")
+    return dump_params(set_keys(edited, changes), d / "edited.yaml")
 
 
 # ---------------------------------------------------------------- params: fuzz every key
@@ -412,7 +381,7 @@ def test_missing_inputs(trained: Path, capsys: pytest.CaptureFixture[str], monke
     d = trained
     evaluate = ["--parsed", d / "parsed", "--split", d / "split", "--metrics", d / "r" / "metrics.json",
                 "--details", d / "r" / "details.json", "--confusion", d / "r" / "confusion.json", "--predictions", d / "r" / "predictions.npz",
-                "--params", d / "params.yaml"]
+                "--correct", d / "r" / "correct.json", "--params", d / "params.yaml"]
     cases = [
         ("train", train_args(d)[:4] + ["--split", d / "nosplit"] + train_args(d)[6:], ["nosplit", "split stage"]),
         ("evaluate", ["--weights", d / "none.pt", *evaluate], ["none.pt: missing", "train stage"]),
@@ -443,7 +412,7 @@ def evaluate_args(d: Path, parsed: Path) -> list[str | Path]:
     return ["--weights", d / "models" / "mlp.pt", "--parsed", parsed, "--split", d / "split",
             "--metrics", d / "r" / "metrics.json", "--details", d / "r" / "details.json",
             "--confusion", d / "r" / "confusion.json", "--predictions", d / "r" / "predictions.npz",
-            "--params", d / "params.yaml"]
+            "--correct", d / "r" / "correct.json", "--params", d / "params.yaml"]
 
 
 @pytest.mark.parametrize(("name", "classes", "fragments"), [
@@ -512,7 +481,7 @@ def test_report_without_training_log(tmp_path: Path, params: dict, capsys: pytes
               tmp_path / "params.yaml"]
     one_error(*call_stage("report", *report, capsys=capsys, monkeypatch=monkeypatch), "no metrics.json", "evaluate")
     (tmp_path / "results" / "mnist-5k" / "mlp").mkdir(parents=True)
-    for name in ("metrics.json", "details.json"):
+    for name in ("metrics.json", "details.json", "correct.json"):
         (tmp_path / "results" / "mnist-5k" / "mlp" / name).write_text("{}")
     one_error(*call_stage("report", *report, capsys=capsys, monkeypatch=monkeypatch), "no training log", "train")
     assert not (tmp_path / "rep").exists()

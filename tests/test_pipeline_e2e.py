@@ -16,6 +16,7 @@ from ruamel.yaml import YAML
 
 from conftest import (DATASET, another_value, committed_params_dict, copy_project, dvc, edit_params, git_commit, run,
                       stages_run)
+from pipeline.outcomes import decode
 
 pytestmark = pytest.mark.e2e
 MLP_LR, LENET_LR = (committed_params_dict()["models"][name]["lr"] for name in ("mlp", "lenet"))
@@ -49,6 +50,11 @@ def test_outputs_are_written(repo: Path) -> None:
         assert len(json.loads((results / "confusion.json").read_text())) == details["num_images"]
         assert set(details["rotation_accuracy"]) == {"0", "45", "90"}
         assert metrics["accuracy_rotated_45"] == details["rotation_accuracy"]["45"]
+        for name in ("accuracy", "loss", "accuracy_rotated_45"):  # 95% intervals, detail not headline
+            interval = details["intervals"][name]
+            assert interval["low"] <= metrics[name] == interval["estimate"] <= interval["high"], (model, name)
+        outcomes = decode(json.loads((results / "correct.json").read_text()))
+        assert len(outcomes.correct) == details["num_images"] and outcomes.correct.mean() == metrics["accuracy"]
         train = json.loads((results / "train" / "metrics.json").read_text())
         assert set(train) == {"best_epoch", "precision", "train_time_s", "step"}
         figures = {"curves", "confusion", "predictions", "mistakes", "reliability", "embedding"}
@@ -294,6 +300,13 @@ def test_grid_search_on_the_queue(repo: Path) -> None:
         accuracies[data["params"]["params.yaml"]["data"]["models"]["lenet"]["lr"]] = lenet["accuracy"]
     assert set(accuracies) == set(lrs), accuracies
     assert run(["git", "status", "--porcelain"], repo) == before
+
+    # `python -m src.compare` finds DVC's experiments by name, through git alone
+    names = [experiment.get("name") or experiment["revs"][0]["name"] for experiment in experiments]
+    compared = run([sys.executable, "-m", "src.compare", *names], repo)
+    assert compared.startswith(f"A = {names[0]} (") and f"{DATASET}/lenet " in compared, compared
+    (mlp,) = [line for line in compared.splitlines() if line.startswith(f"{DATASET}/mlp ")]
+    assert "+0.0000" in mlp and mlp.endswith("no detectable difference at 5%"), mlp  # mlp did not change
 
 
 def test_killed_train_stage_resumes_to_the_same_result(repo: Path) -> None:

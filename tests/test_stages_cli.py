@@ -39,10 +39,11 @@ def test_evaluate_bad_rotations(tmp_path: Path, params: dict[str, Any],
                                 write_params: Callable[[dict[str, Any]], Path]) -> None:
     params["evaluate"]["rotations"] = []
     outputs = [tmp_path / "out" / name for name in ("metrics.json", "details.json", "confusion.json",
-                                                    "predictions.npz")]
+                                                    "predictions.npz", "correct.json")]
     proc = run_module("src.evaluate", "--weights", tmp_path / "w.pt", "--parsed", tmp_path / "parsed",
                      "--split", tmp_path / "split", "--metrics", outputs[0], "--details", outputs[1],
-                     "--confusion", outputs[2], "--predictions", outputs[3], "--params", write_params(params))
+                     "--confusion", outputs[2], "--predictions", outputs[3], "--correct", outputs[4],
+                     "--params", write_params(params))
     line = assert_one_error_line(proc)
     assert "evaluate.rotations" in line and "at least 1" in line
     assert not (tmp_path / "out").exists()
