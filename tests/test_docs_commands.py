@@ -50,7 +50,7 @@ def commands(page: Path) -> list[str]:
 
 def tiny_params() -> dict:
     params = committed_params_dict()
-    params["run"] = {"datasets": ["mnist-5k"], "models": ["mlp"]}
+    params["run"] = {"datasets": ["mnist-5k"], "models": ["mlp", "lenet"]}  # lenet: the README's predict uses it
     for name, section in params["models"].items():
         budget = {"epochs": 1, "steps": None} if section.get("epochs") else {"epochs": None, "steps": 2}
         section.update(budget, arch={**section.get("arch", {}), **TINY_ARCH.get(name, {})})
@@ -211,7 +211,7 @@ def test_tiny_params_are_valid(tmp_path: Path) -> None:
     from pipeline.config import load_params
 
     params = load_params(dump_params(tiny_params(), tmp_path / "params.yaml"))
-    assert params.run.models == ["mlp"] and all(
+    assert params.run.models == ["mlp", "lenet"] and all(
         (section.epochs or 0) <= 1 and (section.steps or 0) <= 2 for section in params.models.values())
     assert YAML(typ="safe").load((tmp_path / "params.yaml").read_text())["evaluate"]["rotations"] == [0, 45]
 
