@@ -158,7 +158,8 @@ def pipeline_section(tree: Tree) -> list[str]:
 def bench_title(tree: Tree, module: str) -> str:
     """The first line of a bench's docstring."""
     doc = ast.get_docstring(ast.parse(tree.read(module))) or PurePosixPath(module).stem
-    return " ".join(doc.split("\n\n")[0].split()).rstrip(".")  # the first paragraph, on one line
+    title = " ".join(doc.split("\n\n")[0].split()).rstrip(".")  # the first paragraph, on one line
+    return re.sub(r"\s*\(issues? [\d, ]+\)", "", title)  # the page speaks of the product, not its history
 
 
 def machine_line(machine: dict[str, Any]) -> str:
