@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from conftest import REPO_ROOT, SHARED_DATASETS, committed_params_dict, dump_params
+from conftest import REPO_ROOT, SHARED_DATASETS, committed_params_dict
 
 README = REPO_ROOT / "README.md"
 BASH = re.compile(r"^```bash[ \t]*\n(.*?)^```", re.M | re.S)
@@ -46,6 +46,14 @@ def commands(page: Path) -> list[str]:
             if line and not line.startswith("#"):
                 lines.append(line)
     return lines
+
+
+def write_block_yaml(data: dict, path: Path) -> Path:
+    """params.yaml in block style, as the committed file is written (DVC's `-S` rewrites it in place)."""
+    yaml = YAML(typ="safe")
+    yaml.default_flow_style = False
+    yaml.dump(data, path)
+    return path
 
 
 def tiny_params() -> dict:
@@ -118,7 +126,7 @@ def test_readme_commands_run_in_a_fresh_clone(tmp_path: Path) -> None:
     shell(f"git checkout -q -B main origin/{branch} && git push -q -u origin main", repo)
     shell("git symbolic-ref HEAD refs/heads/main", origin)  # what a teammate's clone checks out
     (repo / ".venv").symlink_to(Path(sys.executable).parents[1])  # the test's environment, never rebuilt
-    dump_params(tiny_params(), repo / "params.yaml")
+    write_block_yaml(tiny_params(), repo / "params.yaml")
     write_images(repo)
     shell("dvc config --local core.analytics false && git commit -qam 'tiny params'", repo)
 
@@ -210,7 +218,7 @@ def test_docs_commands_name_what_exists(page: Path) -> None:
 def test_tiny_params_are_valid(tmp_path: Path) -> None:
     from pipeline.config import load_params
 
-    params = load_params(dump_params(tiny_params(), tmp_path / "params.yaml"))
+    params = load_params(write_block_yaml(tiny_params(), tmp_path / "params.yaml"))
     assert params.run.models == ["mlp", "lenet"] and all(
         (section.epochs or 0) <= 1 and (section.steps or 0) <= 2 for section in params.models.values())
     assert YAML(typ="safe").load((tmp_path / "params.yaml").read_text())["evaluate"]["rotations"] == [0, 45]
