@@ -53,10 +53,10 @@ def resolve_device(name: str) -> torch.device:
 def set_tf32(enabled: bool) -> None:
     """Let float32 matmuls, convolutions and RNNs on CUDA run on TF32 tensor cores (10-bit mantissa), or not.
     Process-wide; no effect on other devices."""
-    mode = "tf32" if enabled else "ieee"
-    torch.backends.cuda.matmul.fp32_precision = mode
-    torch.backends.cudnn.conv.fp32_precision = mode
-    torch.backends.cudnn.rnn.fp32_precision = mode
+    torch.backends.cuda.matmul.fp32_precision = "tf32" if enabled else "ieee"
+    # cuDNN through its older switch: with the newer per-operator "ieee" set, torch's own cuDNN flag reader
+    # (torch.export calls it) raises, so an ONNX export in the same process would fail.
+    torch.backends.cudnn.allow_tf32 = enabled
 
 
 def device_kind(device: torch.device) -> str:
