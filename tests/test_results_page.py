@@ -106,3 +106,10 @@ def test_save_results_records_command_and_machine(tmp_path: Path, monkeypatch: p
     assert record["figures"] == {"ratio": 2.0}
     assert {"cpu", "cores", "torch", "threads", "load_1min"} <= set(record["machine"])
     assert results_page.number(record["figures"]["ratio"]) == "2"
+
+
+@pytest.mark.parametrize(("flip", "named"), [("auto", ""), (True, ", flip"), (False, ", no flip")])
+def test_recipe_names_a_forced_flip_only(flip: object, named: str) -> None:
+    """`augment_flip: auto` flips only where the dataset allows it: the recipe column must not claim a flip."""
+    section = {"epochs": 2, "batch_size": 8, "optimizer": "sgd", "lr": 0.1, "augment_flip": flip}
+    assert results_page.recipe(section) == "2 epochs, batch 8, sgd, lr 0.1, constant" + named

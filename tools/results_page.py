@@ -115,7 +115,8 @@ def recipe(params: dict[str, Any]) -> str:
              params.get("schedule", "constant")]
     words += [f"{key} {params[key]}" for key in ("augment_rotation", "augment_shift", "label_smoothing")
               if params.get(key)]
-    words += ["flip"] if params.get("augment_flip") else []
+    # `auto` (the default) flips where the dataset keeps labels under a flip; only a forced choice is named
+    words += {True: ["flip"], False: ["no flip"]}.get(params.get("augment_flip"), [])
     return ", ".join(words)
 
 
