@@ -1,4 +1,4 @@
-"""Data-parallel training on one CPU machine: is it worth starting several processes? (issue 20)
+"""Data-parallel training on one CPU machine: is it worth starting several processes?
 
 The train stage (`python -m src.train`, as `dvc repro` runs it) on mnist-5k at params.yaml's settings of
 each model, the same global batch in every layout, a step budget (`--steps`), in three layouts:

@@ -1,4 +1,4 @@
-"""Where resnet's training and inference time goes, and what the profile suggests trying (issue 23).
+"""Where resnet's training and inference time goes, and what the profile suggests trying.
 
 What: the notebook's resnet (params.yaml's section, 28x28 inputs, bf16 autocast as `precision: auto`
 runs it on this CPU) at 1 thread, timed by the thread's CPU clock (`time.thread_time`), which a shared
