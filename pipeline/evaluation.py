@@ -48,18 +48,17 @@ def averaged_logits(model: nn.Module, pixels: Tensor, norm: Normalization,
     As airbench weighs them: with "flip", the image and its mirror count half each; with "shift", that
     result counts half and the same of the image moved one pixel up-left and one down-right a quarter each
     (6 forward passes for both, 3 for shifts, 2 for flip)."""
-    def mirrored(images: Tensor) -> Tensor:
-        logits = model(norm.apply(images)).float()
-        if "flip" in views:
-            logits = 0.5 * logits + 0.5 * model(norm.apply(images.flip(-1))).float()
-        return logits
+    def logits_of(images: Tensor) -> Tensor:
+        return model(norm.apply(images)).float()
 
-    plain = model(norm.apply(pixels)).float()
-    if not views:
-        return plain, plain
-    logits = 0.5 * plain + 0.5 * model(norm.apply(pixels.flip(-1))).float() if "flip" in views else plain
+    def mirrored(images: Tensor, logits: Tensor) -> Tensor:  # `logits`: those of `images`
+        return 0.5 * logits + 0.5 * logits_of(images.flip(-1)) if "flip" in views else logits
+
+    plain = logits_of(pixels)
+    logits = mirrored(pixels, plain)
     if "shift" in views:
-        logits = 0.5 * logits + 0.25 * sum(mirrored(translate(pixels, dy, dx)) for dy, dx in TTA_SHIFTS)
+        moved = [translate(pixels, dy, dx) for dy, dx in TTA_SHIFTS]
+        logits = 0.5 * logits + 0.25 * sum(mirrored(images, logits_of(images)) for images in moved)
     return logits, plain
 
 

@@ -146,7 +146,8 @@ class Training:
         )
         model.to(device)
         self.world = world
-        smallest = min(stop - start for start, stop in batch_bounds(len(split["train"]), config.batch_size))
+        bounds = batch_bounds(len(split["train"]), config.batch_size)
+        smallest = min(stop - start for start, stop in bounds)
         if smallest < world.size:  # a rank would get no image of it
             raise UserError(f"the last batch of each epoch holds {smallest} images, fewer than the {world.size} "
                             "training processes; change batch_size")
@@ -159,7 +160,7 @@ class Training:
         self.config, self.norm, self.checkpoint = config, norm, checkpoint
         if config.batch_size == 1 and any(isinstance(module, BATCH_NORMS) for module in model.modules()):
             raise UserError("batch_size 1: the model's batch norm needs at least 2 images a batch; raise batch_size")
-        steps_per_epoch = len(batch_bounds(len(self.y_train), config.batch_size))
+        steps_per_epoch = len(bounds)
         self.total_steps = config.steps or config.epochs * steps_per_epoch
         self.total_epochs = math.ceil(self.total_steps / steps_per_epoch)
         optimizer = OPTIMIZERS[config.optimizer](model.parameters(), config)

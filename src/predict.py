@@ -16,7 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline.data.convert import INVERT_CHOICES, image_files
+from pipeline.data.convert import IMAGE_SUFFIXES, INVERT_CHOICES, image_files
 from pipeline.io import atomic_file
 from pipeline.predict import FORMATS, classify, convert_files, load_classifier, render
 from pipeline.runtime import UserError, run_stage
@@ -62,7 +62,7 @@ def main() -> None:
     files = image_files(args.paths)
     if not files:
         raise UserError(f"no image files in {', '.join(map(str, args.paths))} (looked for "
-                        ".png .jpg .jpeg .bmp .tif .tiff .webp .gif .pgm .ppm .pbm)")
+                        f"{' '.join(IMAGE_SUFFIXES)})")
     classifier = load_classifier(args.weights, args.device)
     skipped = []
 

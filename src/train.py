@@ -3,6 +3,7 @@ and distributed.nnodes). Above one process it starts the workers itself (torchru
 
 import argparse
 import sys
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -70,17 +71,14 @@ def fit(args: argparse.Namespace, params: Params, config: TrainConfig, data: Par
                          device_kind(device), world.size)
     world.same_run(digest)
     checkpoint = args.checkpoint and Checkpointing(args.checkpoint, digest, params.checkpoint_every_s)
-    out_of_memory = out_of_memory_as_error(f"models.{args.model}.batch_size: {config.batch_size}")
-    if not world.writer:  # trains its share and writes nothing: the writer keeps the dvclive log and the weights
-        with out_of_memory:
-            train(model, data.images, data.labels, split, config, norm=norm, device=device, seed=params.seed,
-                  live_dir="", checkpoint=checkpoint, world=world)
-        return
     # The dvclive log is built beside its place and appears whole only once the weights are saved: a run
-    # that fails (or diverges) leaves neither.
-    with atomic_dir(args.live) as live_dir, out_of_memory:
+    # that fails (or diverges) leaves neither. The other ranks train their shares and write nothing.
+    live = atomic_dir(args.live) if world.writer else nullcontext("")
+    with live as live_dir, out_of_memory_as_error(f"models.{args.model}.batch_size: {config.batch_size}"):
         train(model, data.images, data.labels, split, config, norm=norm, device=device, seed=params.seed,
               live_dir=live_dir, desc=f"{data.name}/{args.model}", checkpoint=checkpoint, world=world)
+        if not world.writer:
+            return
         save_model(args.out, model, meta={
             "model": args.model, "arch": dict(config.arch), "dataset": data.name, "classes": data.classes,
             "image_shape": list(data.image_shape), "normalization": norm.to_dict(),

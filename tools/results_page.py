@@ -20,6 +20,7 @@ import argparse
 import ast
 import fnmatch
 import json
+import os
 import posixpath
 import re
 import subprocess
@@ -38,14 +39,24 @@ DOCS = ("README.md", "docs/*.md")  # the pages whose quoted figures are checked
 FIX = "run `python -m tools.results_page` and commit docs/results.md"
 
 
+UNREAD = {".git", ".venv", ".dvc"}  # folders no page is written from: not walked (.venv alone holds ~10^4 files)
+
+
+def _files(root: Path) -> Iterator[str]:
+    """Every file under `root`, as a relative POSIX path, outside the UNREAD folders."""
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = [name for name in subfolders if name not in UNREAD]
+        relative = Path(folder).relative_to(root)
+        yield from ((relative / name).as_posix() for name in files)
+
+
 class Tree:
     """The project's files, from the working tree or as committed at a git revision."""
 
     def __init__(self, root: Path = ROOT, rev: str | None = None) -> None:
         self.root, self.rev = root, rev
         if rev is None:
-            self.paths = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                                if p.is_file() and ".git" not in p.parts and ".venv" not in p.parts)
+            self.paths = sorted(_files(root))
         else:
             listed = self._git("ls-tree", "-r", "--name-only", rev)
             self.paths = sorted(listed.splitlines())
@@ -159,8 +170,7 @@ def pipeline_section(tree: Tree) -> list[str]:
 def bench_title(tree: Tree, module: str) -> str:
     """The first line of a bench's docstring."""
     doc = ast.get_docstring(ast.parse(tree.read(module))) or PurePosixPath(module).stem
-    title = " ".join(doc.split("\n\n")[0].split()).rstrip(".")  # the first paragraph, on one line
-    return re.sub(r"\s*\(issues? [\d, ]+\)", "", title)  # the page speaks of the product, not its history
+    return " ".join(doc.split("\n\n")[0].split()).rstrip(".")  # the first paragraph, on one line
 
 
 def machine_line(machine: dict[str, Any]) -> str:

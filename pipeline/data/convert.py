@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 
+from pipeline.runtime import brief
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -86,12 +88,7 @@ def open_image(source: bytes | Path, name: str, upright: bool = True) -> tuple[I
         raise BadImage(f"{name}: not a readable image (no image format Pillow knows; empty, truncated or "
                        "another kind of file)") from None
     except DECODE_ERRORS as err:
-        raise BadImage(f"{name}: not a readable image ({_brief(err)})") from None
-
-
-def _brief(err: BaseException) -> str:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    return f"{type(err).__name__}: {text}"[:120] if text else type(err).__name__
+        raise BadImage(f"{name}: not a readable image ({brief(err, 120)})") from None
 
 
 def _exif_rotation(image: Image.Image) -> bool:
