@@ -62,6 +62,8 @@ def tiny_params() -> dict:
     for name, section in params["models"].items():
         budget = {"epochs": 1, "steps": None} if section.get("epochs") else {"epochs": None, "steps": 2}
         section.update(budget, arch={**section.get("arch", {}), **TINY_ARCH.get(name, {})})
+        for recipe in section.get("per_dataset", {}).values():  # a dataset's recipe stays, as tiny
+            recipe.update(budget, arch={**recipe.get("arch", {}), **TINY_ARCH.get(name, {})})
     params["evaluate"].update(rotations=[0, 45], embedding_points=100)
     return params
 
@@ -112,6 +114,10 @@ def wait_for_queue(shell: Shell, repo: Path, timeout: float = 600) -> None:
     raise AssertionError(f"the queue did not finish in {timeout} s:\n{status}")
 
 
+def experiments(shell: Shell, repo: Path) -> set[str]:
+    return set(shell("dvc exp ls --name-only", repo).split())
+
+
 @pytest.mark.e2e
 def test_readme_commands_run_in_a_fresh_clone(tmp_path: Path) -> None:
     shell = Shell(tmp_path)
@@ -131,24 +137,27 @@ def test_readme_commands_run_in_a_fresh_clone(tmp_path: Path) -> None:
     replace = {"/path/to/mirror": str(SHARED_DATASETS), "/mnt/team/dvc/mnist": str(remote), "<url>": str(origin),
                "make run": "make -o .venv/.installed run"}  # -o: .venv exists; make must not rebuild it
     ran, skipped = [], dict(SKIP)
+    before, grid = set(), set()
     for line in commands(README):
         if line in SKIP:
             continue
-        if "MNIST_PIPELINE_MIRROR" in line and not SHARED_DATASETS.is_dir():
+        if ("MNIST_PIPELINE_MIRROR" in line or "fashion-mnist]" in line) and not SHARED_DATASETS.is_dir():
             skipped[line] = f"no real-data mirror at {SHARED_DATASETS}"
             continue
         command = line
         for placeholder, value in replace.items():
             command = command.replace(placeholder, value)
-        if "<name>" in command:  # an experiment of this clone: the queue's, run just before
-            names = shell("dvc exp ls --name-only", repo).split()
-            assert names, "no experiment to apply"
-            command = command.replace("<name>", names[-1])
+        if "<name>" in command:  # one experiment of the grid queued last (`dvc exp ls` lists in no set order)
+            assert grid, "no queued experiment to apply"
+            command = command.replace("<name>", min(grid))
+        if command.startswith("dvc exp run --queue"):
+            before = experiments(shell, repo)
         cwd = tmp_path if command.startswith("git clone") else repo
         output = shell(command, cwd)
         ran.append(line)
         if command.startswith("dvc queue start"):
             wait_for_queue(shell, repo)
+            grid = experiments(shell, repo) - before
         if "dvc exp run" in command and "--queue" not in command:
             # `dvc exp run` leaves its params in the workspace; each README line is an example of its own,
             # so the next starts from the committed (tiny) params again
