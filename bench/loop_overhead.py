@@ -88,7 +88,7 @@ def main() -> None:
     figures = {}
     for name in args.models:
         epochs = args.epochs or params.models[name].epochs
-        config = for_device(params.models[name].model_copy(update={"epochs": epochs, "steps": None}),
+        config = for_device(params.models[name].on(data.name).model_copy(update={"epochs": epochs, "steps": None}),
                             device).for_dataset(data.keeps_label, data.name)
         times: dict[str, list[float]] = {"pipeline": [], "checkpoint every epoch": [], "bare": []}
         for repeat in range(args.repeats + 1):  # the first round is the warm-up, not counted

@@ -146,7 +146,7 @@ def main() -> None:
     rows = []
     for name in args.models:
         measure_peaks()
-        base = params.models[name]
+        base = params.models[name].on(data.name)
         default_steps = args.steps or DEFAULT_STEPS.get(name) or math.ceil(n / base.batch_size)
         runs: dict[str, tuple[TrainConfig, bool, int, float]] = {}
         for variant in args.variants:

@@ -108,6 +108,9 @@ class TrainConfig(Section):
     # up as timm's use_warmup does; 0: off. The averaged weights are validated, selected and saved.
     ema: FractionOrZero = 0.0
     arch: dict[str, Any] = Field(default_factory=dict)
+    # dataset name -> the settings of this section that differ when training on that dataset (its recipe);
+    # `arch` is merged key by key. Checked against the datasets by Params; applied by `on`.
+    per_dataset: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
@@ -118,6 +121,17 @@ class TrainConfig(Section):
         if self.nesterov and not (self.optimizer == "sgd" and self.momentum > 0):
             raise ValueError("nesterov needs optimizer sgd with momentum > 0")
         return self
+
+    def on(self, dataset: str) -> TrainConfig:
+        """This section as it trains on `dataset`: its `per_dataset` entry for that name (if any) over the
+        section's own settings, `arch` merged key by key; the result has no per_dataset of its own."""
+        return type(self).model_validate(self._settings_on(dataset))
+
+    def _settings_on(self, dataset: str) -> dict[str, Any]:
+        settings = self.model_dump(exclude={"per_dataset"})
+        override = dict(self.per_dataset.get(dataset, {}))
+        settings["arch"] = {**settings["arch"], **override.pop("arch", {})}
+        return {**settings, **override}
 
     def for_dataset(self, keeps_label: tuple[str, ...], name: str = "this dataset") -> TrainConfig:
         """This section as it trains on a dataset whose labels survive the transforms `keeps_label`
@@ -210,10 +224,29 @@ class Params(Section):
         missing = [name for name in self.run.models if name not in self.models]
         if missing:
             raise ValueError(f"run.models lists {missing[0]!r} but models: has no section for it")
+        for model, section in self.models.items():
+            for dataset, override in section.per_dataset.items():
+                key = f"models.{model}.per_dataset.{dataset}"
+                if dataset not in known:
+                    raise ValueError(f"models.{model}.per_dataset: unknown dataset {dataset!r}; valid: "
+                                     f"{', '.join(known)}")
+                if not isinstance(override, dict) or "per_dataset" in override:
+                    raise ValueError(f"{key}: must be a mapping of this section's settings (e.g. {{epochs: 20}})")
+                if not isinstance(override.get("arch", {}), dict):
+                    raise ValueError(f"{key}.arch: must be a mapping of arch settings")
+                _validate_override(section, dataset, key)
         if stray := [name for name in self.image_folder_keeps_label if name not in self.image_folders]:
             raise ValueError(f"image_folder_keeps_label: {stray[0]!r} is not a name in image_folders; "
                              f"valid: {', '.join(self.image_folders) or 'none (image_folders is empty)'}")
         return self
+
+
+def _validate_override(section: TrainConfig, dataset: str, key: str) -> None:
+    """Raise ValueError naming `key`'s setting at fault when the section is invalid as it trains on `dataset`."""
+    try:
+        validate(TrainConfig, section._settings_on(dataset), prefix=key)
+    except UserError as err:
+        raise ValueError(str(err)) from None
 
 
 def _check_names(names: Any, valid: tuple[str, ...]) -> Any:

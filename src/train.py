@@ -37,9 +37,10 @@ def main() -> None:
     processes = params.distributed
     device = resolve_device(params.device)
     data = load_parsed(args.parsed)
-    # The precision and augmentation that run (precision: auto, augment_flip: auto resolved for this device
-    # and dataset), for the fingerprint, the training and the saved metadata.
-    config = for_device(params.models[args.model], device).for_dataset(data.keeps_label, data.name)
+    # The settings that run: the section's per_dataset entry for this dataset applied, precision: auto and
+    # augment_flip: auto resolved for this device and dataset; for the fingerprint, the training and the
+    # saved metadata.
+    config = for_device(params.models[args.model].on(data.name), device).for_dataset(data.keeps_label, data.name)
     split = load_split(args.split)
     if config.batch_size > len(split["train"]):
         raise UserError(f"models.{args.model}.batch_size: {config.batch_size} is more than the "

@@ -72,6 +72,19 @@ INVALID = [  # (dotted key, value or DELETE, fragments the message must contain)
     ("models.mlp.ema", 1.0, ["models.mlp.ema", "less than 1"]),
     ("models.lenet.augment_flip", "yes", ["models.lenet.augment_flip: must be True, False or 'auto'", "'yes'"]),
     ("evaluate.tta", "mirror", ["evaluate.tta", "'none', 'flip', 'shifts' or 'both'", "'mirror'"]),
+    ("models.lenet.per_dataset", {"fashion": {"epochs": 2}},
+     ["models.lenet.per_dataset: unknown dataset 'fashion'; valid: mnist-5k,", "fashion-mnist"]),
+    ("models.lenet.per_dataset", {"fashion-mnist": {"lr": -1}},
+     ["models.lenet.per_dataset.fashion-mnist.lr: must be greater than 0 (got -1)"]),
+    ("models.lenet.per_dataset", {"fashion-mnist": {"lrr": 1}},
+     ["models.lenet.per_dataset.fashion-mnist.lrr: unknown key", "valid keys", "epochs"]),
+    ("models.lenet.per_dataset", {"fashion-mnist": {"steps": 10}},
+     ["models.lenet.per_dataset.fashion-mnist: set exactly one of epochs and steps"]),
+    ("models.lenet.per_dataset", {"fashion-mnist": {"per_dataset": {}}},
+     ["models.lenet.per_dataset.fashion-mnist: must be a mapping of this section's settings"]),
+    ("models.lenet.per_dataset", {"fashion-mnist": {"arch": [1]}},
+     ["models.lenet.per_dataset.fashion-mnist.arch: must be a mapping"]),
+    ("models.lenet.per_dataset", {"fashion-mnist": 3}, ["models.lenet.per_dataset.fashion-mnist", "dictionary"]),
 ]
 
 
@@ -166,3 +179,46 @@ def test_augment_flip_auto_follows_the_dataset(caplog: pytest.LogCaptureFixture)
     with caplog.at_level(logging.WARNING):
         config.model_copy(update={"augment_shift": 2}).for_dataset((), "mine")
     assert "augment_shift is on, but mine does not state that a shift keeps its labels (it keeps: none)" in caplog.text
+
+
+def test_per_dataset_settings_apply_on_their_dataset_only(params: dict[str, Any], write_params: WriteParams) -> None:
+    """A section's per_dataset entry overrides its settings on that dataset (arch key by key), nowhere else;
+    a user folder may have one too."""
+    params["image_folders"] = {"mine": "/data/mine"}
+    params["models"]["lenet"]["per_dataset"] = {
+        "fashion-mnist": {"epochs": 50, "lr": 6e-3, "augment_shift": 1, "arch": {"dropout": 0.1}},
+        "mine": {"batch_size": 16}}
+    section = load_params(write_params(params)).models["lenet"]
+    fashion, digits, mine = section.on("fashion-mnist"), section.on("mnist-5k"), section.on("mine")
+    assert (fashion.epochs, fashion.lr, fashion.augment_shift) == (50, 6e-3, 1)
+    assert fashion.arch == {**params["models"]["lenet"]["arch"], "dropout": 0.1}
+    assert fashion.batch_size == section.batch_size and fashion.per_dataset == {}
+    assert digits == section.model_copy(update={"per_dataset": {}})
+    assert mine.batch_size == 16 and mine.epochs == section.epochs
+
+
+@pytest.mark.parametrize("recipe_for", ["synthetic", "mnist-5k"])
+def test_train_stage_trains_with_its_datasets_recipe(stage_dir: Path, params: dict[str, Any], recipe_for: str,
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The train stage applies the per_dataset entry of the dataset it trains on (here 2 epochs, another
+    width), and only that one: another dataset's entry leaves the section's 1 epoch and its width."""
+    import torch
+
+    from conftest import call_stage, dump_params
+
+    params["device"] = "cpu"
+    params["image_folders"] = {"synthetic": str(stage_dir / "folder")}  # the stage data's name, as a user's
+    params["models"]["mlp"].update(epochs=1, batch_size=32, per_dataset={
+        recipe_for: {"epochs": 2, "arch": {"hidden": [24]}}})
+    dump_params(params, stage_dir / "params.yaml")
+    out, live = stage_dir / "mlp.pt", stage_dir / "live"
+    code, err = call_stage("train", "--model", "mlp", "--parsed", stage_dir / "parsed", "--split",
+                           stage_dir / "split", "--out", out, "--live", live, "--params", stage_dir / "params.yaml",
+                           capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 0, err
+    applied = recipe_for == "synthetic"
+    epochs = len((live / "plots" / "metrics" / "val" / "loss.tsv").read_text().splitlines()) - 1
+    assert epochs == (2 if applied else 1)
+    hidden = torch.load(out, weights_only=True)["meta"]["arch"]["hidden"]
+    assert hidden == ([24] if applied else params["models"]["mlp"]["arch"]["hidden"])

@@ -150,6 +150,8 @@ def pipeline_section(tree: Tree) -> list[str]:
         train = tree.json(f"{folder}/train/metrics.json")
         ran = lock["stages"].get(f"train@{dataset}-{model}", {}).get("params", {}).get("params.yaml", {})
         section = ran.get(f"models.{model}")
+        if section:  # as it trained on this dataset: its per_dataset entry over the section
+            section = {**section, **section.get("per_dataset", {}).get(dataset, {})}
         rows.append([dataset, model, number(metrics["accuracy"]), number(round(metrics["loss"], 4)),
                      number(round(metrics["ece"], 4)), number(metrics.get("accuracy_rotated_45")),
                      number(details["num_parameters"]), f"{train['best_epoch']} / {train['step'] + 1}",
