@@ -230,8 +230,9 @@ class Params(Section):
                 if dataset not in known:
                     raise ValueError(f"models.{model}.per_dataset: unknown dataset {dataset!r}; valid: "
                                      f"{', '.join(known)}")
-                if not isinstance(override, dict) or "per_dataset" in override:
-                    raise ValueError(f"{key}: must be a mapping of this section's settings (e.g. {{epochs: 20}})")
+                if "per_dataset" in override:
+                    raise ValueError(f"{key}.per_dataset: per_dataset does not nest; give this section's settings "
+                                     "(e.g. {epochs: 20})")
                 if not isinstance(override.get("arch", {}), dict):
                     raise ValueError(f"{key}.arch: must be a mapping of arch settings")
                 _validate_override(section, dataset, key)

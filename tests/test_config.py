@@ -81,7 +81,7 @@ INVALID = [  # (dotted key, value or DELETE, fragments the message must contain)
     ("models.lenet.per_dataset", {"fashion-mnist": {"steps": 10}},
      ["models.lenet.per_dataset.fashion-mnist: set exactly one of epochs and steps"]),
     ("models.lenet.per_dataset", {"fashion-mnist": {"per_dataset": {}}},
-     ["models.lenet.per_dataset.fashion-mnist: must be a mapping of this section's settings"]),
+     ["models.lenet.per_dataset.fashion-mnist.per_dataset: per_dataset does not nest"]),
     ("models.lenet.per_dataset", {"fashion-mnist": {"arch": [1]}},
      ["models.lenet.per_dataset.fashion-mnist.arch: must be a mapping"]),
     ("models.lenet.per_dataset", {"fashion-mnist": 3}, ["models.lenet.per_dataset.fashion-mnist", "dictionary"]),
