@@ -131,6 +131,8 @@ class TrainConfig(Section):
         settings = self.model_dump(exclude={"per_dataset"})
         override = dict(self.per_dataset.get(dataset, {}))
         settings["arch"] = {**settings["arch"], **override.pop("arch", {})}
+        if {"epochs", "steps"} & override.keys():  # the budget is one setting: a recipe's replaces the section's
+            settings.update(epochs=None, steps=None)
         return {**settings, **override}
 
     def for_dataset(self, keeps_label: tuple[str, ...], name: str = "this dataset") -> TrainConfig:

@@ -78,7 +78,7 @@ INVALID = [  # (dotted key, value or DELETE, fragments the message must contain)
      ["models.lenet.per_dataset.fashion-mnist.lr: must be greater than 0 (got -1)"]),
     ("models.lenet.per_dataset", {"fashion-mnist": {"lrr": 1}},
      ["models.lenet.per_dataset.fashion-mnist.lrr: unknown key", "valid keys", "epochs"]),
-    ("models.lenet.per_dataset", {"fashion-mnist": {"steps": 10}},
+    ("models.lenet.per_dataset", {"fashion-mnist": {"steps": 10, "epochs": 2}},
      ["models.lenet.per_dataset.fashion-mnist: set exactly one of epochs and steps"]),
     ("models.lenet.per_dataset", {"fashion-mnist": {"per_dataset": {}}},
      ["models.lenet.per_dataset.fashion-mnist.per_dataset: per_dataset does not nest"]),
@@ -195,6 +195,17 @@ def test_per_dataset_settings_apply_on_their_dataset_only(params: dict[str, Any]
     assert fashion.batch_size == section.batch_size and fashion.per_dataset == {}
     assert digits == section.model_copy(update={"per_dataset": {}})
     assert mine.batch_size == 16 and mine.epochs == section.epochs
+
+
+def test_a_recipes_budget_replaces_the_sections(params: dict[str, Any], write_params: WriteParams) -> None:
+    """epochs and steps are one budget: a section switched to steps keeps its recipe's epochs on that
+    dataset, and a recipe in steps replaces the section's epochs."""
+    params["models"]["lenet"].update(epochs=None, steps=30, per_dataset={"fashion-mnist": {"epochs": 50}})
+    params["models"]["mlp"].update(epochs=20, steps=None, per_dataset={"fashion-mnist": {"steps": 100}})
+    models = load_params(write_params(params)).models
+    assert (models["lenet"].on("fashion-mnist").epochs, models["lenet"].on("fashion-mnist").steps) == (50, None)
+    assert (models["lenet"].on("mnist-5k").epochs, models["lenet"].on("mnist-5k").steps) == (None, 30)
+    assert (models["mlp"].on("fashion-mnist").epochs, models["mlp"].on("fashion-mnist").steps) == (None, 100)
 
 
 @pytest.mark.parametrize("recipe_for", ["synthetic", "mnist-5k"])
