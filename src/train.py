@@ -66,7 +66,9 @@ def fit(args: argparse.Namespace, params: Params, config: TrainConfig, data: Par
     """Train on this process's device (`world`: one of several, or SINGLE); the writer saves the outputs."""
     norm = Normalization.fit(data.images[split["train"]])
     seed_everything(params.seed)  # before building: weight init is part of the run (alike on every rank)
-    model = create_model(args.model, data.image_shape, len(data.classes), **config.arch)
+    recipe = params.models[args.model].per_dataset.get(data.name, {})
+    arch_key = f"models.{args.model}.per_dataset.{data.name}.arch" if "arch" in recipe else None
+    model = create_model(args.model, data.image_shape, len(data.classes), arch_key=arch_key, **config.arch)
     world.reseed(params.seed)
     digest = fingerprint(args.model, config, params.seed, {"images": data.images, "labels": data.labels, **split},
                          device_kind(device), world.size)

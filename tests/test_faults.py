@@ -136,6 +136,11 @@ def test_params_fuzz(params: dict[str, Any], write_params: Callable[[dict[str, A
         if path[0] == "models" and len(path) > 3 and path[2] == "arch":
             module = importlib.import_module(MODELS[path[1]])
             validate(module.Config, params["models"][path[1]]["arch"], f"models.{path[1]}.arch")
+        elif path[0] == "models" and len(path) > 5 and path[2] == "per_dataset" and path[4] == "arch":
+            # a recipe's arch, merged over the section's, is checked as the train stage checks it
+            section = params["models"][path[1]]
+            arch = {**section["arch"], **section["per_dataset"][path[3]]["arch"]}
+            create_model(path[1], (1, 28, 28), 10, arch_key=".".join(map(str, path[:5])), **arch)
         else:
             load_params(write_params(params))
     message = str(info.value)

@@ -20,10 +20,12 @@ if TYPE_CHECKING:
 MODELS = {name: f"pipeline.models.{name}" for name in MODEL_NAMES}  # name -> module
 
 
-def create_model(name: str, image_shape: tuple[int, int, int], num_classes: int, **arch: Any) -> nn.Module:
-    """Build model `name` for (C, H, W) inputs; `arch` are its hyperparameters from params.yaml."""
+def create_model(name: str, image_shape: tuple[int, int, int], num_classes: int, *, arch_key: str | None = None,
+                 **arch: Any) -> nn.Module:
+    """Build model `name` for (C, H, W) inputs; `arch` are its hyperparameters from params.yaml, where an
+    error names them as `arch_key` (default models.<name>.arch)."""
     if name not in MODELS:
         raise UserError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
     module = importlib.import_module(MODELS[name])
-    config = validate(module.Config, arch, f"models.{name}.arch")
+    config = validate(module.Config, arch, arch_key or f"models.{name}.arch")
     return module.build(image_shape, num_classes, config)
