@@ -30,6 +30,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
+from pipeline.config import TrainConfig
 from pipeline.io import atomic_file
 from pipeline.runtime import UserError, run_stage
 
@@ -150,8 +151,8 @@ def pipeline_section(tree: Tree) -> list[str]:
         train = tree.json(f"{folder}/train/metrics.json")
         ran = lock["stages"].get(f"train@{dataset}-{model}", {}).get("params", {}).get("params.yaml", {})
         section = ran.get(f"models.{model}")
-        if section:  # as it trained on this dataset: its per_dataset entry over the section
-            section = {**section, **section.get("per_dataset", {}).get(dataset, {})}
+        if section:  # as it trained on this dataset: its per_dataset entry over the section, as the stage merges it
+            section = TrainConfig.model_validate(section).on(dataset).model_dump()
         rows.append([dataset, model, number(metrics["accuracy"]), number(round(metrics["loss"], 4)),
                      number(round(metrics["ece"], 4)), number(metrics.get("accuracy_rotated_45")),
                      number(details["num_parameters"]), f"{train['best_epoch']} / {train['step'] + 1}",
